@@ -1,0 +1,33 @@
+# Two commands set everything up on a fresh machine that has only python3:
+#   make run    the main job on the embedded default (creates .venv when missing)
+#   make test   the test suite                        (creates .venv when missing)
+PY       ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.teachloop-installed
+PRESET   ?= quickstart
+OUT      ?= runs/$(PRESET)
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE = 1
+export TRANSFORMERS_OFFLINE = 1
+
+.PHONY: setup run test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	# constraints.txt pins torch to the CPU wheel so no dependency pulls another build
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/teachloop run --preset $(PRESET) --out $(OUT)
+
+# pytest exits 5 when it collected no test; that is not a failure of the suite.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

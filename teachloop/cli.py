@@ -1,0 +1,155 @@
+"""The ``teachloop`` command line (typer + rich).
+
+Commands parse their arguments and call an importable function; no algorithm lives here.
+User mistakes (a missing run dir, a bad config key, a damaged pool) end in one line on
+stderr and exit code 2, never a traceback: ``main()`` maps the project's user-error types.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from teachloop import __version__
+from teachloop.errors import USER_ERRORS, UserError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="teachloop",
+    help="Teacher-student synthetic curricula for LLM RL: a teacher LLM rewrites problems "
+    "into easier and harder variants from student performance summaries; labels come from "
+    "execution; a GRPO trainer (TRL) selects by group reward variance (VCRL) and merges "
+    "AdaCuRL difficulty buckets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+pool_app = typer.Typer(help="Inspect a run's item pool.", no_args_is_help=True)
+app.add_typer(pool_app, name="pool")
+
+PresetOpt = Annotated[Optional[str], typer.Option(
+    "--preset", help="a preset from configs/ (quickstart, smoke, ...)")]
+ConfigOpt = Annotated[Optional[Path], typer.Option(
+    "--config", help="a YAML config file, layered over the preset")]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="override one key, e.g. --set teacher.max_turns=3 (repeatable)")]
+
+
+@app.command()
+def version() -> None:
+    """Print the teachloop version and the versions of the libraries it builds on."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as v
+
+    console.print(f"teachloop {__version__}")
+    for dist in ("trl", "transformers", "torch", "langgraph", "math-verify", "reasoning-gym"):
+        try:
+            console.print(f"  {dist} {v(dist)}", style="dim")
+        except PackageNotFoundError:
+            console.print(f"  {dist} (not installed)", style="dim")
+
+
+@app.command("config")
+def config_cmd(
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    explain: Annotated[bool, typer.Option("--explain", help="list every key with its help")]
+    = False,
+) -> None:
+    """Resolve and print a configuration (defaults < preset < --config < --set)."""
+    from teachloop.config import all_keys, dump_yaml, load_config
+
+    cfg = load_config(preset, config, set_ or [])
+    if explain:
+        t = Table("key", "value", "help", box=None)
+        flat = _flatten(dump_dict(cfg))
+        for k, h in all_keys().items():
+            t.add_row(k, repr(flat.get(k)), h)
+        console.print(t)
+    else:
+        console.print(dump_yaml(cfg), end="", markup=False, highlight=False)
+
+
+def dump_dict(cfg: object) -> dict:
+    from teachloop.config import to_dict
+
+    return to_dict(cfg)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+@pool_app.command("stats")
+def pool_stats(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory (holding pool.sqlite), "
+                                            "a pool file, or a sqlite:/// URL")],
+) -> None:
+    """Counts by family, direction and turn; rejections; a pass-rate histogram."""
+    from teachloop.stats import pool_summary, render_summary
+
+    store = _open_existing_pool(run_dir)
+    with store:
+        render_summary(pool_summary(store), console)
+
+
+@pool_app.command("show")
+def pool_show(
+    run_dir: Annotated[Path, typer.Argument(help="run directory or pool")],
+    item_id: Annotated[str, typer.Argument(help="item id (a unique prefix is enough)")],
+) -> None:
+    """One item with its lineage chain back to the seed."""
+    from teachloop.stats import render_chain
+
+    with _open_existing_pool(run_dir) as store:
+        matches = store.ids_with_prefix(item_id, limit=2)
+        if not matches:
+            raise UserError(f"no item with id {item_id!r} in {store.path}")
+        if len(matches) > 1:
+            raise UserError(f"id prefix {item_id!r} is ambiguous; give more characters")
+        render_chain(store.chain(matches[0]), console)
+
+
+def _open_existing_pool(run_dir: Path):
+    from curriculum.pool import open_pool, resolve_pool_path
+
+    s = str(run_dir)
+    if "://" not in s:
+        if not run_dir.exists():
+            raise UserError(f"run directory not found: {run_dir}")
+        path = resolve_pool_path(run_dir)
+        if not path.exists():
+            raise UserError(f"no pool in {run_dir} (expected {path})")
+    return open_pool(s, create=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: user errors become one stderr line and exit code 2."""
+    try:
+        app(args=argv, prog_name="teachloop")
+    except USER_ERRORS as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Pool summaries for the terminal: counts, rejection reasons, a pass-rate histogram."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from curriculum.items import Item
+from curriculum.pool import PoolStore
+
+
+@dataclass
+class PoolSummary:
+    path: str
+    items: int
+    measured: int
+    by_family: dict[str, int]
+    by_direction: dict[str, int]
+    by_turn: dict[int, int]
+    rejections: dict[tuple[str, str], int]
+    histogram: list[int] = field(default_factory=list)  # 10 bins over p in [0, 1]
+    mean_p: float | None = None
+
+
+def histogram(values: list[float], bins: int = 10) -> list[int]:
+    """Counts of values in ``bins`` equal bins over [0, 1]; 1.0 falls in the last bin."""
+    counts = [0] * bins
+    for v in values:
+        counts[min(int(v * bins), bins - 1) if v >= 0 else 0] += 1
+    return counts
+
+
+def pool_summary(store: PoolStore) -> PoolSummary:
+    ps = store.pass_rates()
+    return PoolSummary(
+        path=str(store.path),
+        items=len(store),
+        measured=len(ps),
+        by_family=store.counts("family"),
+        by_direction=store.counts("direction"),
+        by_turn=store.counts("turn"),
+        rejections=store.rejection_counts(),
+        histogram=histogram(ps),
+        mean_p=sum(ps) / len(ps) if ps else None,
+    )
+
+
+def _count_table(title: str, counts: dict[Any, int]) -> Table:
+    t = Table(title=title, title_justify="left", box=None, pad_edge=False)
+    t.add_column(title.split()[-1])
+    t.add_column("items", justify="right")
+    for k, n in counts.items():
+        t.add_row(str(k), str(n))
+    return t
+
+
+def render_summary(s: PoolSummary, console: Console) -> None:
+    rej = sum(s.rejections.values())
+    console.print(f"[bold]pool[/] {s.path}: {s.items} items, {s.measured} measured, "
+                  f"{rej} rejected proposals")
+    if s.items == 0:
+        console.print("[dim]the pool is empty[/]")
+    else:
+        grid = Table.grid(padding=(0, 4))
+        grid.add_row(
+            _count_table("by family", s.by_family),
+            _count_table("by direction", s.by_direction),
+            _count_table("by turn", s.by_turn),
+        )
+        console.print(grid)
+    if s.rejections:
+        t = Table(title="rejections", title_justify="left", box=None)
+        t.add_column("stage")
+        t.add_column("reason")
+        t.add_column("n", justify="right")
+        for (stage, reason), n in list(s.rejections.items())[:15]:
+            t.add_row(stage, reason[:70], str(n))
+        console.print(t)
+    if s.measured:
+        console.print(f"[bold]pass rate p[/] over {s.measured} measured items "
+                      f"(mean {s.mean_p:.3f})")
+        width = 40
+        top = max(s.histogram) or 1
+        bins = len(s.histogram)
+        for i, n in enumerate(s.histogram):
+            lo, hi = i / bins, (i + 1) / bins
+            bar = "█" * round(width * n / top)
+            close = "]" if i == bins - 1 else ")"
+            console.print(f"  [{lo:.1f}, {hi:.1f}{close} {bar:<{width}} {n}", highlight=False)
+
+
+def render_chain(chain: list[Item], console: Console) -> None:
+    for depth, it in enumerate(chain):
+        label = "item" if depth == 0 else "parent" if depth == 1 else f"ancestor {depth}"
+        p = "unmeasured" if it.p is None else f"p={it.p:.2f} over {it.attempts}"
+        console.print(f"[bold]{label}[/] {it.id} {it.family} {it.direction} turn {it.turn} "
+                      f"({p})", highlight=False)
+        console.print(f"  {it.prompt[:400]}", markup=False, highlight=False)
+        if it.answer:
+            console.print(f"  answer: {it.answer[:200]}", markup=False, highlight=False)
