@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from teachloop import __version__
-from teachloop.errors import USER_ERRORS, UserError
+from teachloop.errors import UserError, user_error_types
 
 console = Console()
 err_console = Console(stderr=True)
@@ -55,6 +55,42 @@ def version() -> None:
             console.print(f"  {dist} {v(dist)}", style="dim")
         except PackageNotFoundError:
             console.print(f"  {dist} (not installed)", style="dim")
+
+
+@app.command()
+def run(
+    preset: Annotated[str, typer.Option(help="a preset from configs/")] = "quickstart",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Optional[Path], typer.Option(help="run directory (default: run.out)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out after "
+                                         "a kill; nothing is lost or done twice")] = False,
+) -> None:
+    """The main job: seeds -> student probes -> pool summary, in one resumable run directory.
+
+    Teacher turns, curriculum training, evals, export and the report join this command in
+    later versions; today it runs the stages listed in `teachloop/run.py`.
+    """
+    from teachloop.config import load_config
+    from teachloop.run import main as run_main
+
+    overrides = list(set_ or [])
+    if out is not None:
+        overrides.append(f"run.out={out}")
+    cfg = load_config(preset, config, overrides)
+    run_main(cfg, resume=resume, console=console)
+
+
+@app.command()
+def families() -> None:
+    """List the registered task families and whether they offer procedural variants."""
+    from evals.families import family_names, get_family
+
+    t = Table("family", "variants", "config", box=None)
+    for name in family_names():
+        fam = get_family(name)
+        t.add_row(name, "yes" if fam.supports_variants else "-", type(fam.config).__name__)
+    console.print(t)
 
 
 @app.command("config")
@@ -142,7 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user errors become one stderr line and exit code 2."""
     try:
         app(args=argv, prog_name="teachloop")
-    except USER_ERRORS as e:
+    except Exception as e:
+        if not isinstance(e, user_error_types()):
+            raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -290,6 +290,11 @@ def load_config(
     return _build(cls, data, "", cls)
 
 
+def config_from_dict(data: dict[str, Any], cls: type = TeachloopConfig) -> Any:
+    """Validate a plain dict (e.g. a run's saved config.yaml) into ``cls``."""
+    return _build(cls, data, "", cls)
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 

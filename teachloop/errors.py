@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from curriculum.pool import PoolError
 from teachloop.config import ConfigError
 
@@ -11,3 +13,16 @@ class UserError(Exception):
 
 
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ConfigError, PoolError)
+
+# Error types of heavier modules, looked up only if the command imported them, so that
+# `teachloop --help` does not pay for importing the backends.
+_LAZY = {"agents.backends": ("BackendUnavailable",)}
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    extra = []
+    for mod, names in _LAZY.items():
+        m = sys.modules.get(mod)
+        if m is not None:
+            extra += [getattr(m, n) for n in names if hasattr(m, n)]
+    return USER_ERRORS + tuple(extra)
