@@ -62,7 +62,7 @@ def _measured(pool: Path) -> int:
 def test_kill_9_during_probe_then_resume(tmp_path):
     out = tmp_path / "run"
     args = [EXE, "run", "--preset", "smoke", "--out", str(out), *TINY,
-            "--set", "seeds.per_family=12"]
+            "--set", "seeds.per_family=8"]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=env, start_new_session=True)
@@ -74,10 +74,10 @@ def test_kill_9_during_probe_then_resume(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # the first chunk is in; later ones are in flight
     proc.wait()
     measured_at_kill = _measured(out / "pool.sqlite")
-    assert 4 <= measured_at_kill < 12, measured_at_kill
+    assert 4 <= measured_at_kill < 8, measured_at_kill
     r = run_cli("run", "--out", str(out), "--resume", "--preset", "smoke")
     assert r.returncode == 0, r.stdout + r.stderr
     store = open_pool(out, create=False)
     items = store.query()
-    assert len(items) == 12  # nothing lost, nothing duplicated
+    assert len(items) == 8  # nothing lost, nothing duplicated
     assert all(it.attempts == 2 for it in items), [it.attempts for it in items]
