@@ -10,6 +10,9 @@ OUT      ?= runs/$(PRESET)
 PYTEST_ARGS ?=
 
 export HF_HUB_OFFLINE = 1
+# llama-cpp-python compiles from source; a -march=native build crashed in llama_decode on
+# this machine class, the portable build works (pip caches the wheel after the first build).
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export TRANSFORMERS_OFFLINE = 1
 
 .PHONY: setup run test bench clean

@@ -1,0 +1,125 @@
+"""Student probing: M sampled attempts per item, scored, summarised as a pass rate.
+
+``probe(items, M, backend, score_fn)`` sends every item's prompt to the student backend in
+ONE ``agenerate`` call with ``n=M``: the local backend turns that into as few batched
+``model.generate`` calls as its ``max_batch_size`` allows, the OpenAI-compatible backend
+into concurrent requests (bounded by its ``max_concurrency``).
+
+What is covered: any item with ``.id`` and ``.prompt`` (the prompt is sent as a single user
+message, optionally after a system message); any ``score_fn(item, completion_text) ->
+float`` in [0, 1] (the task-family checkers plug in here); the pass rate ``p`` is the mean
+reward, so partial credit counts proportionally.
+
+What is not covered: scoring runs sequentially in the calling thread after generation (a
+slow checker, such as a sandbox, should parallelise inside ``score_fn``); a reward outside
+[0, 1] is an error, not clipped, because it means the checker is wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agents.backends import ChatBackend, Completion, run_sync
+
+
+class ProbeItem(Protocol):
+    id: str
+    prompt: str
+
+
+ScoreFn = Callable[[Any, str], float]
+
+
+@dataclass
+class ProbeResult:
+    """The M attempts at one item and their rewards."""
+
+    item_id: str
+    completions: list[str]
+    rewards: list[float]
+    completion_tokens: list[int] = field(default_factory=list)
+
+    @property
+    def attempts(self) -> int:
+        return len(self.rewards)
+
+    @property
+    def p(self) -> float:
+        """Pass rate: mean reward over the attempts (nan if there were none)."""
+        return sum(self.rewards) / len(self.rewards) if self.rewards else math.nan
+
+    @property
+    def successes(self) -> int:
+        """Attempts with full reward (1.0)."""
+        return sum(1 for r in self.rewards if r >= 1.0)
+
+
+async def aprobe(
+    items: Sequence[ProbeItem],
+    M: int,
+    backend: ChatBackend,
+    score_fn: ScoreFn,
+    *,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_tokens: int = 512,
+    stop: Sequence[str] | None = None,
+    system_prompt: str | None = None,
+) -> list[ProbeResult]:
+    """Async ``probe``."""
+    if M < 1:
+        raise ValueError(f"M must be >= 1, got {M}")
+    if not items:
+        return []
+    conversations = []
+    for item in items:
+        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        messages.append({"role": "user", "content": item.prompt})
+        conversations.append(messages)
+    outputs: list[list[Completion]] = await backend.agenerate(
+        conversations, n=M, temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop
+    )
+    results = []
+    for item, completions in zip(items, outputs, strict=True):
+        rewards = []
+        for c in completions:
+            r = float(score_fn(item, c.text))
+            if not 0.0 <= r <= 1.0:
+                raise ValueError(f"score_fn returned {r} for item {item.id}; rewards must lie in [0, 1]")
+            rewards.append(r)
+        results.append(
+            ProbeResult(
+                item_id=item.id,
+                completions=[c.text for c in completions],
+                rewards=rewards,
+                completion_tokens=[c.completion_tokens for c in completions],
+            )
+        )
+    return results
+
+
+def probe(
+    items: Sequence[ProbeItem],
+    M: int,
+    backend: ChatBackend,
+    score_fn: ScoreFn,
+    *,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_tokens: int = 512,
+    stop: Sequence[str] | None = None,
+    system_prompt: str | None = None,
+) -> list[ProbeResult]:
+    """Sample ``M`` attempts per item from ``backend``, score them, return one result per item.
+
+    Results are in the order of ``items``. Blocking; from async code use ``aprobe``.
+    """
+    return run_sync(
+        aprobe(
+            items, M, backend, score_fn,
+            temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop, system_prompt=system_prompt,
+        )
+    )
