@@ -25,8 +25,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+# A second `make run` resumes (or re-reports) the run in $(OUT) instead of failing.
 run: $(STAMP)
-	$(BIN)/teachloop run --preset $(PRESET) --out $(OUT)
+	$(BIN)/teachloop run --preset $(PRESET) --out $(OUT) $$([ -f $(OUT)/config.yaml ] && echo --resume)
 
 # pytest exits 5 when it collected no test; that is not a failure of the suite.
 test: $(STAMP)

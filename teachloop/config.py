@@ -74,6 +74,8 @@ class TeacherSection:
 @dataclass
 class ProbeSection:
     attempts: int = _f(8, "student attempts per item (M; the paper uses 32)")
+    chunk_seqs: int = _f(32, "sequences (items x M) per batched probe call; each chunk's stats "
+                         "are committed together, so a kill loses at most one chunk")
 
 
 @dataclass
@@ -109,6 +111,8 @@ class TeachloopConfig:
             raise ConfigError(
                 f"train.mode must be grpo, vcrl, adacurl or vcrl+adacurl, got {self.train.mode!r}"
             )
+        if self.probe.chunk_seqs < 1:
+            raise ConfigError("probe.chunk_seqs must be >= 1")
         if self.probe.attempts < 1 or self.train.max_steps < 0 or self.train.num_generations < 2:
             raise ConfigError("need probe.attempts >= 1, train.max_steps >= 0, "
                               "train.num_generations >= 2")

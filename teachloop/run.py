@@ -89,7 +89,7 @@ def _seed(cfg: TeachloopConfig, store: PoolStore, console: Console) -> int:
     return new
 
 
-def _probe(cfg: TeachloopConfig, store: PoolStore, console: Console, chunk: int = 4) -> int:
+def _probe(cfg: TeachloopConfig, store: PoolStore, console: Console) -> int:
     from agents.probe import probe
     from evals.families import get_family
 
@@ -104,6 +104,9 @@ def _probe(cfg: TeachloopConfig, store: PoolStore, console: Console, chunk: int 
         return get_family(item.family).score(item, text)
 
     M = cfg.probe.attempts
+    # Items per chunk: one batched generate of ~chunk_seqs sequences; each chunk's stats
+    # are committed at once, so a kill loses at most the chunk in flight.
+    chunk = max(1, cfg.probe.chunk_seqs // M)
     with Progress(TextColumn("[bold]probe[/] {task.description}"), BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                   transient=False) as bar:

@@ -62,7 +62,7 @@ def _measured(pool: Path) -> int:
 def test_kill_9_during_probe_then_resume(tmp_path):
     out = tmp_path / "run"
     args = [EXE, "run", "--preset", "smoke", "--out", str(out), *TINY,
-            "--set", "seeds.per_family=8"]
+            "--set", "seeds.per_family=8", "--set", "probe.chunk_seqs=8"]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=env, start_new_session=True)
