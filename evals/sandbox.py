@@ -114,6 +114,7 @@ class SandboxResult:
 _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x8000000, 0x20000000, 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
+MS_RDONLY, MS_REMOUNT = 1, 32
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
 SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 1
 
@@ -151,9 +152,19 @@ def _readonly_root() -> None:  # every mount, recursively (Linux >= 5.12); binds
 def _private_tmp(uid: int) -> None:
     """A fresh, size-limited tmpfs on /tmp (also seen at /var/tmp and /dev/shm): the run's working
     directory. Mounted after the root went read-only, so it is the only writable place, and it
-    vanishes with the mount namespace: nothing to clean up on the host."""
+    vanishes with the mount namespace: nothing to clean up on the host.
+
+    A Python that lives under /tmp (a virtual environment in a checkout under /tmp, as CI
+    clones often are) would vanish with it: those directories are bound back, read-only."""
+    under_tmp = [p for p in _PY_PATHS if p.startswith("/tmp/")]
+    fds = [os.open(p, os.O_PATH) for p in under_tmp]  # opened before the tmpfs hides them
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
            f"size={WORKDIR_MB}m,nr_inodes={WORKDIR_MAX_FILES},mode=700,uid={uid},gid={uid}")
+    for path, fd in zip(under_tmp, fds):
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+        os.close(fd)
     for target in ("/var/tmp", "/dev/shm"):
         if os.path.isdir(target):
             _mount("/tmp", target, None, MS_BIND)
@@ -164,6 +175,8 @@ def _private_tmp(uid: int) -> None:
 # then mounts a tiny tmpfs over the closed directory and binds back just those paths (the rest
 # of /root stays hidden).  {closed directory: [paths under it]}
 _EXPOSE: dict[str, list[str]] = {}
+# The outermost directories Python needs (prefixes, the executable's directory, sys.path).
+_PY_PATHS: list[str] = []
 
 
 def _plan_python_exposure() -> None:
@@ -171,6 +184,7 @@ def _plan_python_exposure() -> None:
               os.path.dirname(os.path.realpath(sys.executable)), *sys.path}
     wanted = sorted(p for p in wanted if p and os.path.isabs(p) and os.path.isdir(p))
     wanted = [p for p in wanted if not any(p.startswith(q + "/") for q in wanted)]  # outermost only
+    _PY_PATHS[:] = wanted
     for path in wanted:
         parts = path.split("/")
         for i in range(2, len(parts)):
@@ -620,7 +634,8 @@ def _probe() -> dict:
                 got["pid_namespace"] = False
             inner = os.fork()
             if inner == 0:
-                got.update(_isolate(got, 0, probe=True))
+                # the tmpfs /tmp is owned by the uid the program will run as, as in a real run
+                got.update(_isolate(got, SANDBOX_UID_BASE if os.geteuid() == 0 else 0, probe=True))
                 got["dropped_privileges"] = got["unique_uid"] = False
                 for uid in (SANDBOX_UID_BASE, FALLBACK_UID) if os.geteuid() == 0 else ():
                     try:
