@@ -115,6 +115,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x8000000, 0x20000000, 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
 MS_RDONLY, MS_REMOUNT = 1, 32
+PRIVATE_WORKDIR = "/tmp/work"  # the working directory inside the private /tmp
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
 SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 1
 
@@ -168,6 +169,8 @@ def _private_tmp(uid: int) -> None:
     for target in ("/var/tmp", "/dev/shm"):
         if os.path.isdir(target):
             _mount("/tmp", target, None, MS_BIND)
+    os.mkdir(PRIVATE_WORKDIR, 0o700)  # the program's cwd: empty even when Python is bound in /tmp
+    os.chown(PRIVATE_WORKDIR, uid, uid)
 
 
 # The interpreter may live where an unprivileged uid cannot go (pyenv under /root, mode 0700).
@@ -304,7 +307,7 @@ def _run_program(info: dict, workdir: str | None, uid: int | None, fds: tuple[in
         os.setsid()
         for src, dst in ((stdin_fd, 0), (out_w, 1), (err_w, 2)):
             os.dup2(src, dst)
-        cwd = workdir or "/tmp"
+        cwd = workdir or PRIVATE_WORKDIR
         os.chdir(cwd)  # as root: works even if the temp root is not searchable by the sandbox uid
         nproc = MAX_PROCS if info["unique_uid"] else MAX_PROCS + _tasks_of_uid(os.getuid() if uid is None else uid)
         for res, lim in ((resource.RLIMIT_NPROC, (nproc, nproc)), (resource.RLIMIT_FSIZE, (MAX_FILE_BYTES,) * 2),
