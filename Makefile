@@ -14,6 +14,8 @@ export HF_HUB_OFFLINE = 1
 # this machine class, the portable build works (pip caches the wheel after the first build).
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export TRANSFORMERS_OFFLINE = 1
+# torch's OpenMP threads spin while waiting; on a busy 2-core box that made generation 5x slower
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup run test bench clean
 

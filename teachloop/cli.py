@@ -34,6 +34,9 @@ app = typer.Typer(
 )
 pool_app = typer.Typer(help="Inspect a run's item pool.", no_args_is_help=True)
 app.add_typer(pool_app, name="pool")
+from teachloop.train import train_command  # noqa: E402
+
+app.command("train")(train_command)
 
 PresetOpt = Annotated[Optional[str], typer.Option(
     "--preset", help="a preset from configs/ (quickstart, smoke, ...)")]

@@ -1,0 +1,129 @@
+"""``CurriculumGRPOConfig``: TRL's ``GRPOConfig`` plus the curriculum's own fields, nothing else.
+
+Beside ``training/trainer.py`` as TRL keeps ``grpo_config.py`` beside ``grpo_trainer.py``
+(STYLE.md §3). The VCRL and AdaCuRL knobs are not repeated here: ``vcrl_config`` and
+``adacurl_config`` take the keyword arguments of :class:`curriculum.vcrl.VCRLConfig` and
+:class:`curriculum.adacurl.AdaCuRLConfig` (a dict, or a JSON string from a command line), so
+their help strings live in one place and cannot drift. ``__post_init__`` validates them and
+rejects TRL settings the curriculum cannot honour, saying what to set instead.
+
+Every TRL field keeps its TRL default. Settings the CPU path needs (``use_cpu=True``,
+``bf16=False``) are the caller's choice (``teachloop/train.py`` sets them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import GRPOConfig
+
+from curriculum.adacurl import AdaCuRLConfig
+from curriculum.vcrl import VCRLConfig
+
+__all__ = ["MODES", "CurriculumGRPOConfig"]
+
+log = logging.getLogger(__name__)
+
+MODES = ("grpo", "vcrl", "adacurl", "vcrl+adacurl")
+
+
+def _as_dict(name: str, value: dict | str | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{name} must be a dict or a JSON object string, got {value!r} ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a dict or a JSON object string, got {value!r}")
+    return dict(value)
+
+
+@dataclass
+class CurriculumGRPOConfig(GRPOConfig):
+    """``GRPOConfig`` with VCRL selection + replay and AdaCuRL buckets (METHODS.md §2–3)."""
+
+    _VALID_DICT_FIELDS = GRPOConfig._VALID_DICT_FIELDS + ["vcrl_config", "adacurl_config"]
+
+    curriculum_mode: str = field(default="vcrl+adacurl", metadata={
+        "help": "grpo: plain TRL GRPO (the trainer only observes: metrics and pool stats); "
+                "vcrl: drop groups with variance score p < κ and refill from the memory bank with "
+                "on-policy re-rolls; adacurl: train on the merged difficulty buckets, reset the "
+                "reference model at each merge; vcrl+adacurl: both"})
+    vcrl_config: dict | str | None = field(default=None, metadata={
+        "help": "keyword arguments of curriculum.vcrl.VCRLConfig (kappa_warmup, warmup_steps, "
+                "kappa, bank_capacity, alpha, replay_limit); a dict or a JSON string; "
+                "unset keys keep the METHODS.md §2 defaults"})
+    adacurl_config: dict | str | None = field(default=None, metadata={
+        "help": "keyword arguments of curriculum.adacurl.AdaCuRLConfig (num_buckets, gamma, "
+                "window, min_samples, cs_floor, format_steps, fine_low, fine_high, ...); a dict "
+                "or a JSON string; unset keys keep the METHODS.md §3 defaults"})
+    accuracy_reward: str = field(default="correctness_reward", metadata={
+        "help": "name of the reward function whose values are the binary accuracy that VCRL's "
+                "variance score, AdaCuRL's capability score, the informative-group metric and "
+                "the pool's stats read (other reward functions, e.g. format, only shape the "
+                "advantage)"})
+    sparse_kl: bool = field(default=True, metadata={
+        "help": "AdaCuRL sparse KL: a group whose total rewards are all equal is removed from "
+                "the loss (its KL term included) by zeroing its completion mask, so its tokens "
+                "also leave the loss normaliser; ignored in grpo mode"})
+    ref_reset_at_merge: bool = field(default=True, metadata={
+        "help": "AdaCuRL adaptive reference: π_ref ← π_θ at every bucket merge (TRL's ref "
+                "sync with α = 1); needs beta > 0, else there is no reference model"})
+    pool_refresh_steps: int = field(default=0, metadata={
+        "help": "every this many generation batches, load items the teacher added to the pool "
+                "since the start (measured ones; AdaCuRL puts each in the bucket its "
+                "difficulty belongs to); 0 = never"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.curriculum_mode not in MODES:
+            raise ValueError(f"curriculum_mode must be one of {MODES}, got {self.curriculum_mode!r}")
+        # validate now, keep plain dicts (TrainingArguments must stay JSON-serialisable)
+        self.vcrl_config = VCRLConfig(**_as_dict("vcrl_config", self.vcrl_config)).to_dict()
+        self.adacurl_config = AdaCuRLConfig(**_as_dict("adacurl_config", self.adacurl_config)).to_dict()
+        if self.pool_refresh_steps < 0:
+            raise ValueError(f"pool_refresh_steps must be >= 0, got {self.pool_refresh_steps}; "
+                             "set 0 to never reload the pool")
+        if self.uses_vcrl:
+            if self.world_size > 1:
+                raise ValueError(
+                    "VCRL's on-policy refill re-rolls a variable number of groups, which only one "
+                    "training process can do; launch one process (vLLM colocate still works), or "
+                    "set curriculum_mode='adacurl'")
+            if self.multi_objective_aggregation != "sum_then_normalize":
+                raise ValueError(
+                    "VCRL splices re-rolled groups into the batch, which needs per-group "
+                    "advantages; set multi_objective_aggregation='sum_then_normalize'")
+            if self.scale_rewards == "batch":
+                raise ValueError(
+                    "VCRL splices re-rolled groups into the batch, so a batch-level reward std "
+                    "would mix two batches; set scale_rewards='group' or 'none'")
+        if self.uses_adacurl:
+            if self.sync_ref_model:
+                raise ValueError(
+                    "AdaCuRL resets the reference model itself at each bucket merge; set "
+                    "sync_ref_model=False (or ref_reset_at_merge=False to keep TRL's periodic sync)")
+            if self.beta == 0.0 and self.ref_reset_at_merge:
+                log.warning("curriculum_mode=%s with beta=0: there is no reference model, so the "
+                            "reset at bucket merges and the sparse KL have no effect; set beta "
+                            "(e.g. 0.04) to use them", self.curriculum_mode)
+
+    # --- derived views -------------------------------------------------------------
+    @property
+    def uses_vcrl(self) -> bool:
+        return "vcrl" in self.curriculum_mode
+
+    @property
+    def uses_adacurl(self) -> bool:
+        return "adacurl" in self.curriculum_mode
+
+    def vcrl(self) -> VCRLConfig:
+        return VCRLConfig(**self.vcrl_config)
+
+    def adacurl(self) -> AdaCuRLConfig:
+        return AdaCuRLConfig(**self.adacurl_config)

@@ -1,0 +1,189 @@
+"""The pool as training data: TRL rows, a draw over the active buckets, stats write-back.
+
+What is covered:
+
+- :class:`PoolData` — the pool's items as TRL rows ``{"prompt": [chat], "item_id": id}``
+  (the reward functions look the item up by ``item_id``); a ``datasets.Dataset`` of every
+  item for the plain ``grpo`` baseline; per-item stats written back with
+  ``PoolStore.record_many`` so the teacher sees the trainer's rollouts; items the teacher
+  added during training picked up by :meth:`PoolData.refresh`.
+- :class:`ItemSampler` — which items the next generation batch trains on, drawn from the
+  *current* active set (AdaCuRL's merged buckets, or every item): passes without
+  replacement over the set, reshuffled whenever the set changes; seeded, checkpointable.
+
+Read-ahead, and why curriculum modes bind items at generation time. DESIGN.md measured that
+an ``IterableDataset`` train set saw an active-set change 2–3 steps late (shuffle buffer and
+dataloader read-ahead). A lazy ``torch`` sampler does not fix it: accelerate's
+``DataLoaderShard.__iter__`` always fetches one batch ahead ("We iterate one batch ahead to
+check when we are at the end"), so a merge decided while scoring step t could reach batch
+t+2 at the earliest. The curriculum trainer therefore gives TRL's dataloader placeholder
+rows (:meth:`PoolData.slots`, as TRL itself does when an environment owns the data) and
+binds real items to them inside ``_generate_and_score_completions``, right before
+generation, with :class:`ItemSampler`: after a merge decided at step t, the draw of step
+t+1 is made over the merged set, whatever the read-ahead, process count or resume
+skipping. ``tests/test_trainer.py`` checks both the read-ahead and the merge on real runs.
+
+Not covered: items are loaded once (plus :meth:`PoolData.refresh`), so edits to an item's
+text during training are not seen; unmeasured items have no difficulty and are left out of
+AdaCuRL's buckets (they still train in ``grpo`` and ``vcrl`` modes).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from curriculum.items import Item
+from curriculum.pool import PoolStore
+
+__all__ = ["ItemSampler", "PoolData"]
+
+_SLOT_ID = ""  # the item_id of a placeholder row; no item has an empty id
+
+
+class PoolData:
+    """A pool's items as TRL rows, and the way back for per-item stats."""
+
+    def __init__(self, store: PoolStore, items: Mapping[str, Item], *,
+                 family: str | None = None, system_prompt: str | None = None) -> None:
+        self.store = store
+        self.items: dict[str, Item] = dict(items)  # live: reward functions hold this dict
+        self.family = family
+        self.system_prompt = system_prompt
+
+    @classmethod
+    def from_pool(cls, store: PoolStore, *, family: str | None = None,
+                  system_prompt: str | None = None) -> PoolData:
+        """Every item of ``store`` (``family`` may be a ``"math.*"`` prefix)."""
+        items = {it.id: it for it in store.query(family=family)}
+        if not items:
+            where = f" of family {family!r}" if family else ""
+            raise ValueError(f"the pool {store.path} holds no items{where}; run "
+                             "`teachloop run` first to seed and probe it")
+        return cls(store, items, family=family, system_prompt=system_prompt)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    # --- rows ----------------------------------------------------------------------
+    def prompt(self, item_id: str) -> list[dict[str, str]]:
+        """The conversation the student sees (TRL applies the chat template)."""
+        msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        msgs.append({"role": "user", "content": self.items[item_id].prompt})
+        return msgs
+
+    def row(self, item_id: str) -> dict[str, Any]:
+        return {"prompt": self.prompt(item_id), "item_id": item_id}
+
+    def rows(self, item_ids: Iterable[str], repeat: int = 1) -> list[dict[str, Any]]:
+        """One row per id, each repeated ``repeat`` times in a row (a GRPO group)."""
+        return [self.row(i) for i in item_ids for _ in range(repeat)]
+
+    def dataset(self):
+        """A ``datasets.Dataset`` of every item (the ``grpo`` baseline's train set)."""
+        from datasets import Dataset
+
+        ids = sorted(self.items)
+        return Dataset.from_dict({"prompt": [self.prompt(i) for i in ids], "item_id": ids})
+
+    @staticmethod
+    def slots(n: int):
+        """``n`` placeholder rows for TRL's dataloader; the trainer binds items to them."""
+        from datasets import Dataset
+
+        if n < 1:
+            raise ValueError(f"need at least one slot, got {n}")
+        return Dataset.from_dict({"prompt": [[{"role": "user", "content": ""}]] * n,
+                                  "item_id": [_SLOT_ID] * n})
+
+    @staticmethod
+    def is_slot(row: Mapping[str, Any]) -> bool:
+        return row.get("item_id") == _SLOT_ID
+
+    # --- difficulties and the pool -------------------------------------------------
+    def difficulties(self, item_ids: Iterable[str] | None = None) -> dict[str, float]:
+        """Measured difficulty (1 − p, from the pool) of the given (default: all) items."""
+        ids = self.items if item_ids is None else item_ids
+        return {i: float(self.items[i].difficulty) for i in ids
+                if self.items[i].difficulty is not None}
+
+    def record(self, updates: Sequence[tuple[str, int, float]]) -> int:
+        """Add ``(id, attempts, successes)`` to the pool in one transaction."""
+        return self.store.record_many([u for u in updates if u[0] != _SLOT_ID])
+
+    def ensure(self, item_ids: Iterable[str]) -> None:
+        """Load items by id that are not held yet (a resumed run's buckets may name items
+        that :meth:`refresh` added); an id missing from the pool is an error."""
+        for i in item_ids:
+            if i not in self.items:
+                it = self.store.get(i)
+                if it is None:
+                    raise ValueError(f"item {i} is in the curriculum state but not in the pool "
+                                     f"{self.store.path}")
+                self.items[i] = it
+
+    def refresh(self) -> list[Item]:
+        """Items the pool gained since they were loaded (measured ones only: a new item
+        needs a difficulty before AdaCuRL can bucket it). Adds them and returns them."""
+        new = [it for it in self.store.query(family=self.family, measured=True)
+               if it.id not in self.items]
+        for it in new:
+            self.items[it.id] = it
+        return new
+
+
+class ItemSampler:
+    """Draws the item ids of one generation batch from the current active set.
+
+    Passes over the active set without replacement, in an order shuffled by a seeded
+    ``random.Random``; a new pass starts when the current one is used up, and a fresh one
+    whenever the active set changes (a bucket merge, new items), so the change reaches the
+    very next draw. Within one draw an id repeats only when the active set is smaller than
+    the draw. ``state_dict()`` is JSON-serialisable and restores the sequence exactly.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self._active: list[str] = []
+        self._queue: list[str] = []  # the rest of the current pass, next first
+        self.draws = 0
+
+    def draw(self, n: int, active: Sequence[str]) -> list[str]:
+        if n < 1:
+            raise ValueError(f"need n >= 1, got {n}")
+        active = list(active)
+        if not active:
+            raise ValueError("the active set is empty: nothing to train on")
+        if active != self._active:
+            self._active = active
+            self._queue = self._shuffled(active)
+        out: list[str] = []
+        while len(out) < n:
+            if not self._queue:
+                fresh = self._shuffled(self._active)
+                # a new pass mid-draw: ids already drawn now go last, to avoid repeats
+                taken = set(out)
+                self._queue = [i for i in fresh if i not in taken] + [i for i in fresh if i in taken]
+            out.append(self._queue.pop(0))
+        self.draws += 1
+        return out
+
+    def _shuffled(self, ids: Sequence[str]) -> list[str]:
+        out = list(ids)
+        self._rng.shuffle(out)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        version, internal, gauss = self._rng.getstate()
+        return {"seed": self.seed, "rng": [version, list(internal), gauss],
+                "active": list(self._active), "queue": list(self._queue), "draws": self.draws}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        version, internal, gauss = state["rng"]
+        self.seed = state["seed"]
+        self._rng.setstate((version, tuple(internal), gauss))
+        self._active = list(state["active"])
+        self._queue = list(state["queue"])
+        self.draws = int(state["draws"])

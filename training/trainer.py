@@ -1,0 +1,448 @@
+"""``CurriculumGRPOTrainer``: TRL's ``GRPOTrainer`` with VCRL selection + replay and AdaCuRL buckets.
+
+A thin adapter (DESIGN.md "Trainer"): the curriculum decisions live in ``curriculum/``
+(``vcrl.py``, ``adacurl.py``: pure Python, tested without torch); this module only feeds
+them rewards and applies their decisions to TRL's batch. TRL is pinned (``trl>=1.16,<1.17``)
+and four methods are extended, each calling TRL's own, none copied:
+
+=====================================  ==============================================================
+``_calculate_rewards``                 keeps the gathered per-function rewards of the batch just scored
+``_generate_and_score_completions``    binds items to the rows before generation (see
+                                       ``training/data.py`` on read-ahead), then applies VCRL,
+                                       AdaCuRL and sparse KL to the scored batch
+``_save_checkpoint``                   writes ``curriculum_state.json`` beside TRL's checkpoint
+``_load_optimizer_and_scheduler``      reads it back on resume (TRL restores its entropy
+                                       controller the same way)
+=====================================  ==============================================================
+
+``tests/test_trainer.py`` fails loudly when the signatures of these methods, the keys of the
+batch dict, or the TRL calls they rely on change.
+
+Per generation batch (training only; evaluation is TRL's, untouched):
+
+1. **Bind** (curriculum modes): draw ``generation_batch_size / G`` item ids from the active
+   set (every item, or AdaCuRL's merged buckets) and build the rows; TRL generates and scores.
+2. **Pool stats**: ``(id, G, successes)`` per rolled-out group, written to the pool in one
+   transaction, in every mode including ``grpo``, so the teacher sees the trainer's rollouts.
+3. **VCRL** (arXiv 2509.19803): groups with variance score ``p < κ`` (on the accuracy reward)
+   are dropped; the memory bank names refill items, which are **re-rolled on-policy** by a
+   second call of TRL's generation + scoring and spliced into the dropped groups' rows, so
+   the batch stays full. Dropped groups the bank cannot refill are removed from the loss.
+4. **AdaCuRL** (arXiv 2511.09478): the accuracy rewards, grouped by bucket, go to
+   ``AdaCuRLScheduler.observe``; at a merge, π_ref ← π_θ with TRL's
+   ``SyncRefModelCallback.sync_target_model(..., alpha=1)``. The very next draw is made
+   over the enlarged active set.
+5. **Sparse KL**: a group whose total rewards are all equal has zero advantage, so its
+   policy term vanishes, but TRL still adds ``beta * KL`` for its tokens. Zeroing its
+   ``completion_mask`` (as TRL's own ``mask_truncated_completions`` does for truncated
+   completions) removes it from the loss, KL included; ``num_items_in_batch`` is recounted.
+
+Where this departs from the papers or from TRL:
+
+- VCRL's refill groups are kept whatever their new ``p`` (re-filtering could loop); their
+  new ``p`` updates their bank priority. TRL's own logged ``reward``/``frac_reward_zero_std``
+  then average the first roll and the refill roll; ``curriculum/informative_frac`` is the
+  exact fraction of groups in the batch that trains.
+- The pass over the active set is uniform (AdaCuRL samples D_c uniformly); Re-AdaCuRL
+  (re-estimate and re-bucket after a pass) is available in ``curriculum/adacurl.py`` but the
+  trainer does not trigger it.
+- Pool stats are written when a batch is scored; after a crash, steps past the last
+  checkpoint are re-run and counted again (the pool cannot un-count).
+
+Not covered: VCRL with several training processes (the config refuses it); multimodal
+batches (the splice refuses unknown keys); PEFT with AdaCuRL's reference reset (TRL has no
+separate reference model under PEFT).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from accelerate.utils import gather_object
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl import GRPOTrainer
+from trl.trainer.callbacks import SyncRefModelCallback
+
+from curriculum.adacurl import AdaCuRLScheduler, MergeEvent, filter_fine
+from curriculum.vcrl import VCRLState, variance_score
+from training.config import CurriculumGRPOConfig
+from training.data import ItemSampler, PoolData
+from training.rewards import make_correctness_reward, make_format_reward
+
+__all__ = ["CURRICULUM_STATE_FILE", "CurriculumGRPOTrainer", "SPLICE_KEYS"]
+
+CURRICULUM_STATE_FILE = "curriculum_state.json"
+
+# Keys of TRL 1.16's text-only batch dict, by how a row is padded; the VCRL splice knows
+# these and refuses any other key (multimodal keys, or a TRL change).
+_LEFT_PADDED = ("prompt_ids", "prompt_mask")
+_RIGHT_PADDED = ("completion_ids", "completion_mask", "old_per_token_logps", "ref_per_token_logps",
+                 "sampling_per_token_logps", "importance_sampling_ratio", "tool_mask")
+_PER_ROW = ("advantages",)
+_SCALAR = ("num_items_in_batch",)
+SPLICE_KEYS = frozenset(_LEFT_PADDED + _RIGHT_PADDED + _PER_ROW + _SCALAR)
+
+
+class CurriculumGRPOTrainer(GRPOTrainer):
+    """``GRPOTrainer`` whose data comes from a pool and whose batches follow the curriculum.
+
+    ``data`` is a :class:`~training.data.PoolData`; ``reward_funcs`` defaults to the
+    correctness and format rewards bound to its items. ``train_dataset`` is built here: every
+    item for ``grpo``, placeholder rows for the curriculum modes (items are bound at
+    generation time). Other keyword arguments go to ``GRPOTrainer``.
+    """
+
+    def __init__(self, model: Any, args: CurriculumGRPOConfig, data: PoolData,
+                 reward_funcs: Any = None, **kwargs: Any) -> None:
+        if not isinstance(args, CurriculumGRPOConfig):
+            raise TypeError(f"args must be a CurriculumGRPOConfig, got {type(args).__name__}")
+        if "train_dataset" in kwargs:
+            raise TypeError("CurriculumGRPOTrainer builds its train set from `data`; "
+                            "do not pass train_dataset")
+        self.data = data
+        self.mode = args.curriculum_mode
+        self.vcrl_state = VCRLState(args.vcrl()) if args.uses_vcrl else None
+        self.scheduler = self._build_scheduler(args) if args.uses_adacurl else None
+        self.item_sampler = ItemSampler(args.seed)
+        self.merge_log: list[MergeEvent] = []
+        self.history: list[dict[str, Any]] = []  # one record per training generation batch
+        self._last_rewards: torch.Tensor | None = None
+        self._generations = 0
+        if reward_funcs is None:
+            fmt = args.adacurl().format_steps
+            reward_funcs = [make_correctness_reward(data.items), make_format_reward(data.items, fmt)]
+        n_groups = args.generation_batch_size // args.num_generations
+        train_dataset = data.dataset() if self.mode == "grpo" else data.slots(n_groups)
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args,
+                         train_dataset=train_dataset, **kwargs)
+        if args.accuracy_reward not in self.reward_func_names:
+            raise ValueError(f"accuracy_reward={args.accuracy_reward!r} is not one of the reward "
+                             f"functions {self.reward_func_names}; name the one that returns the "
+                             "binary accuracy")
+        self._acc_col = self.reward_func_names.index(args.accuracy_reward)
+        if self.scheduler is not None and args.ref_reset_at_merge and self.beta != 0.0 \
+                and self.ref_model is None:
+            raise NotImplementedError("AdaCuRL's reference reset needs a separate reference "
+                                      "model; TRL has none under PEFT. Set ref_reset_at_merge=False")
+        self._write_buckets()
+
+    # --- setup ---------------------------------------------------------------------
+    def _build_scheduler(self, args: CurriculumGRPOConfig) -> AdaCuRLScheduler:
+        cfg = args.adacurl()
+        diffs = self.data.difficulties()
+        kept = filter_fine(diffs, cfg.fine_low, cfg.fine_high)
+        if len(kept) < cfg.num_buckets:
+            raise ValueError(
+                f"AdaCuRL needs at least num_buckets={cfg.num_buckets} measured items with "
+                f"difficulty in [{cfg.fine_low}, {cfg.fine_high}]; the pool has {len(kept)} "
+                f"(of {len(self.data)} items, {len(diffs)} measured). Probe more items, add easier "
+                "or harder variants, lower num_buckets, widen fine_low/fine_high, or use "
+                "curriculum_mode='vcrl'")
+        return AdaCuRLScheduler(kept, cfg)
+
+    def _write_buckets(self) -> None:
+        """Each item's bucket in the pool (None: not in AdaCuRL's buckets), for the teacher."""
+        if self.scheduler is not None and self.accelerator.is_main_process:
+            self.data.store.set_bucket([(i, self.scheduler.bucket_of(i)) for i in self.data.items])
+
+    def active_ids(self) -> list[str]:
+        """Ids the next generation batch may draw: the merged buckets, or every item."""
+        if self.scheduler is not None:
+            return self.scheduler.active_items()
+        return sorted(self.data.items)
+
+    # --- TRL hooks -----------------------------------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_rewards = rewards_per_func  # gathered over processes: (global rows, funcs)
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        if not self.model.training:  # evaluation is TRL's own
+            return super()._generate_and_score_completions(inputs)
+        if self.mode == "grpo":
+            return self._observe_only(inputs)
+        return self._curriculum_batch(inputs)
+
+    def _observe_only(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """``grpo``: TRL's batch unchanged; only metrics and pool stats."""
+        out = super()._generate_and_score_completions(inputs)
+        t0 = time.perf_counter()
+        G = self.num_generations
+        row_ids = gather_object([x["item_id"] for x in inputs])
+        ids = row_ids[::G]
+        acc, _ = self._split_rewards(self._last_rewards, len(ids))
+        self._record(ids, acc)
+        informative = informative_fraction(acc)
+        self._log_step(ids, informative, informative, time.perf_counter() - t0, extra={})
+        return out
+
+    def _curriculum_batch(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        G = self.num_generations
+        step = self.state.global_step
+        t0 = time.perf_counter()
+        if self.args.pool_refresh_steps and self._generations \
+                and self._generations % self.args.pool_refresh_steps == 0:
+            self._refresh_items()
+        # ---- bind: the items of this batch are drawn now, from the current active set
+        n_groups = self.args.generation_batch_size // G
+        ids = self.item_sampler.draw(n_groups, self.active_ids())
+        drawn = list(ids)
+        local = len(inputs)
+        start = self.accelerator.process_index * local
+        rows = self.data.rows(ids, G)[start:start + local]
+        overhead = time.perf_counter() - t0
+
+        out = super()._generate_and_score_completions(rows)
+
+        t0 = time.perf_counter()
+        acc, tot = self._split_rewards(self._last_rewards, n_groups)
+        self._record(ids, acc)
+        informative_rolled = informative_fraction(acc)
+        rolled = list(zip(ids, acc))  # every group rolled out this step: AdaCuRL's evidence
+        masked: set[int] = set()
+        extra: dict[str, float] = {}
+
+        # ---- VCRL: drop p < κ, refill from the bank with on-policy re-rolls
+        if self.vcrl_state is not None:
+            by_id: dict[str, list[float]] = {}
+            for i, a in zip(ids, acc):
+                by_id.setdefault(i, []).extend(a)  # an id twice in a batch: one query
+            self.vcrl_state.step = step
+            kappa = self.vcrl_state.kappa
+            sel = self.vcrl_state.select(by_id)
+            dropped_ids = set(sel.dropped)
+            dropped = [g for g, i in enumerate(ids) if i in dropped_ids]
+            refill = list(sel.refill)[:len(dropped)]
+            reroll_s = 0.0
+            if refill:
+                overhead += time.perf_counter() - t0
+                t_r = time.perf_counter()
+                out_r = super()._generate_and_score_completions(self.data.rows(refill, G))
+                reroll_s = time.perf_counter() - t_r
+                t0 = time.perf_counter()
+                acc_r, tot_r = self._split_rewards(self._last_rewards, len(refill))
+                self._record(refill, acc_r)
+                for i, a in zip(refill, acc_r):
+                    self.vcrl_state.bank.update(i, variance_score(a))
+                dst = dropped[:len(refill)]
+                out = splice_groups(out, out_r, dst, G, self._tokenizer.pad_token_id)
+                for k, g in enumerate(dst):
+                    ids[g], acc[g], tot[g] = refill[k], acc_r[k], tot_r[k]
+                rolled += list(zip(refill, acc_r))
+            masked.update(dropped[len(refill):])
+            extra.update({"vcrl/kappa": kappa, "vcrl/bank_size": float(len(self.vcrl_state.bank)),
+                          "vcrl/dropped": float(len(dropped)), "vcrl/refilled": float(len(refill)),
+                          "vcrl/reroll_s": reroll_s})
+
+        # ---- AdaCuRL: capability score from the newest bucket; reset π_ref at a merge
+        if self.scheduler is not None:
+            by_bucket: dict[int, list[float]] = {}
+            for i, a in rolled:
+                b = self.scheduler.bucket_of(i)
+                if b is not None:
+                    by_bucket.setdefault(b, []).extend(a)
+            for event in self.scheduler.observe(step, by_bucket):
+                self.merge_log.append(event)
+                self._reset_reference()
+            extra.update({"adacurl/cs": self.scheduler.cs,
+                          "adacurl/n_active": float(self.scheduler.n_active),
+                          "adacurl/merges": float(len(self.scheduler.merges))})
+
+        # ---- sparse KL: all-equal groups leave the loss, KL term included
+        if self.args.sparse_kl:
+            masked.update(g for g, t in enumerate(tot) if not _varies(t))
+        if masked:
+            mask_groups(out, sorted(masked), G, start, self.accelerator)
+        informative = sum(_varies(a) for g, a in enumerate(acc) if g not in masked) / n_groups
+        extra["curriculum/masked_groups"] = float(len(masked))
+        self._generations += 1
+        self._log_step(ids, informative, informative_rolled,
+                       overhead + time.perf_counter() - t0, extra, drawn=drawn)
+        return out
+
+    # --- pieces --------------------------------------------------------------------
+    def _split_rewards(self, rewards_per_func: torch.Tensor | None, n_groups: int
+                       ) -> tuple[list[list[float]], list[list[float]]]:
+        """Per group: accuracy rewards (NaN → 0) and total weighted rewards (TRL's nansum)."""
+        if rewards_per_func is None:
+            raise RuntimeError("TRL scored a batch without calling _calculate_rewards; the "
+                               "trainer's hook no longer matches this TRL version")
+        G = self.num_generations
+        r = rewards_per_func.detach().float().cpu()
+        if r.shape[0] != n_groups * G:
+            raise RuntimeError(f"expected {n_groups * G} scored completions, got {r.shape[0]}")
+        acc = torch.nan_to_num(r[:, self._acc_col], nan=0.0)
+        if acc.min() < 0 or acc.max() > 1:
+            raise ValueError(f"the accuracy reward {self.args.accuracy_reward!r} must lie in "
+                             f"[0, 1], got values in [{acc.min():.3g}, {acc.max():.3g}]")
+        tot = (r * self.reward_weights.cpu().unsqueeze(0)).nansum(dim=1)
+        return ([acc[g * G:(g + 1) * G].tolist() for g in range(n_groups)],
+                [tot[g * G:(g + 1) * G].tolist() for g in range(n_groups)])
+
+    def _record(self, ids: Sequence[str], acc: Sequence[Sequence[float]]) -> None:
+        if self.accelerator.is_main_process:
+            self.data.record([(i, len(a), float(sum(a))) for i, a in zip(ids, acc)])
+
+    def _reset_reference(self) -> bool:
+        """π_ref ← π_θ: TRL's reference sync with α = 1 (AdaCuRL's adaptive reference)."""
+        if not self.args.ref_reset_at_merge or self.ref_model is None:
+            return False
+        SyncRefModelCallback.sync_target_model(self.accelerator.unwrap_model(self.model),
+                                               self.ref_model, 1.0)
+        return True
+
+    def _refresh_items(self) -> None:
+        new = self.data.refresh()
+        if new and self.scheduler is not None:
+            cfg = self.scheduler.config
+            placed = self.scheduler.add_items(
+                filter_fine(self.data.difficulties(it.id for it in new), cfg.fine_low, cfg.fine_high))
+            if placed and self.accelerator.is_main_process:
+                self.data.store.set_bucket(list(placed.items()))
+
+    def _log_step(self, ids: Sequence[str], informative: float, informative_rolled: float,
+                  overhead_s: float, extra: dict[str, float],
+                  drawn: Sequence[str] | None = None) -> None:
+        m = self._metrics["train"]
+        m["curriculum/informative_frac"].append(informative)
+        m["curriculum/informative_frac_rolled"].append(informative_rolled)
+        m["curriculum/overhead_s"].append(overhead_s)
+        for k, v in extra.items():
+            m[k].append(v)
+        self.history.append({"step": self.state.global_step, "ids": list(ids),
+                             "drawn": list(ids if drawn is None else drawn),
+                             "informative_frac": informative,
+                             "informative_frac_rolled": informative_rolled,
+                             "overhead_s": overhead_s, **extra})
+
+    # --- checkpoints ---------------------------------------------------------------
+    def curriculum_state_dict(self) -> dict[str, Any]:
+        """Everything the curriculum needs to continue exactly (JSON-serialisable)."""
+        return {
+            "mode": self.mode,
+            "sampler": self.item_sampler.state_dict(),
+            "vcrl": self.vcrl_state.state_dict() if self.vcrl_state is not None else None,
+            "adacurl": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "generations": self._generations,
+        }
+
+    def load_curriculum_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("mode") != self.mode:
+            raise ValueError(f"the checkpoint was written in curriculum_mode={state.get('mode')!r}, "
+                             f"not {self.mode!r}; resume with the mode the run was started with")
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["adacurl"])
+            self.data.ensure(self.scheduler.difficulty)
+        if self.vcrl_state is not None:
+            self.vcrl_state.load_state_dict(state["vcrl"])
+            self.data.ensure(self.vcrl_state.bank.ids())
+        self.item_sampler.load_state_dict(state["sampler"])
+        self._generations = int(state["generations"])
+        self.merge_log = list(self.scheduler.merges) if self.scheduler is not None else []
+        self._write_buckets()
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            path = os.path.join(self._get_output_dir(trial=trial), folder, CURRICULUM_STATE_FILE)
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(self.curriculum_state_dict(), f)
+            os.replace(tmp, path)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(checkpoint, CURRICULUM_STATE_FILE)
+        if not os.path.exists(path):
+            raise ValueError(f"{checkpoint} has no {CURRICULUM_STATE_FILE}: it was not written by "
+                             "CurriculumGRPOTrainer, so the curriculum cannot resume from it")
+        with open(path) as f:
+            self.load_curriculum_state_dict(json.load(f))
+
+
+# --- batch surgery (module level: tested directly) -----------------------------------
+
+def _varies(values: Sequence[float], tol: float = 1e-6) -> bool:
+    """Whether a group's rewards are not all equal (NaN-free input)."""
+    return bool(values) and (max(values) - min(values)) > tol
+
+
+def _pad_to(t: torch.Tensor, width: int, value: float, left: bool) -> torch.Tensor:
+    if t.dim() < 2 or t.shape[1] >= width:
+        return t
+    pad = t.new_full((t.shape[0], width - t.shape[1]), value)
+    return torch.cat([pad, t] if left else [t, pad], dim=1)
+
+
+def splice_groups(out: dict[str, Any], new: dict[str, Any], dst_groups: Sequence[int], G: int,
+                  pad_token_id: int) -> dict[str, Any]:
+    """``out`` with group ``dst_groups[k]`` replaced by group ``k`` of ``new``.
+
+    Both are TRL 1.16 batch dicts (one process: rows ``g*G .. g*G+G-1`` are group ``g``).
+    Prompts stay left-padded, completions right-padded, to the wider of the two; the token
+    count ``num_items_in_batch`` is recounted from the masks. A key outside
+    :data:`SPLICE_KEYS`, or present in one dict only, raises: TRL changed, or a multimodal
+    batch reached a text-only splice.
+    """
+    unknown = (set(out) | set(new)) - SPLICE_KEYS
+    if unknown:
+        raise RuntimeError(f"cannot splice TRL batch keys {sorted(unknown)}: not a text-only TRL "
+                           "1.16 batch (TRL version changed, or a multimodal batch)")
+    if set(out) != set(new):
+        raise RuntimeError(f"the refill batch has keys {sorted(new)}, the batch {sorted(out)}")
+    n_rows = out["prompt_ids"].shape[0]
+    src_rows = torch.arange(n_rows)
+    from_new = torch.zeros(n_rows, dtype=torch.bool)
+    new_rows = torch.zeros(n_rows, dtype=torch.long)
+    for k, g in enumerate(dst_groups):
+        for j in range(G):
+            from_new[g * G + j] = True
+            new_rows[g * G + j] = k * G + j
+    res: dict[str, Any] = {}
+    for key, a in out.items():
+        b = new[key]
+        if key in _SCALAR:
+            continue
+        if key in _LEFT_PADDED or key in _RIGHT_PADDED:
+            left = key in _LEFT_PADDED
+            value = pad_token_id if key in ("prompt_ids", "completion_ids") else \
+                (1 if key == "tool_mask" else 0)
+            width = max(a.shape[1], b.shape[1]) if a.dim() == 2 else 0
+            a, b = _pad_to(a, width, value, left), _pad_to(b, width, value, left)
+        b = b.to(a.device)
+        merged = a.clone()
+        idx = from_new.nonzero(as_tuple=True)[0].to(a.device)
+        merged[idx] = b[new_rows[from_new].to(a.device)]
+        res[key] = merged
+    loss_mask = res["completion_mask"] * res["tool_mask"] if "tool_mask" in res else res["completion_mask"]
+    res["num_items_in_batch"] = loss_mask.sum().to(out["num_items_in_batch"].dtype)
+    return res
+
+
+def mask_groups(out: dict[str, Any], groups: Sequence[int], G: int, start: int, accelerator) -> None:
+    """Remove whole groups (global group indices) from the loss, in place: their rows'
+    ``completion_mask`` becomes 0 on this process's slice starting at global row ``start``,
+    and ``num_items_in_batch`` is recounted over all processes, as TRL counts it."""
+    cm = out["completion_mask"]
+    local = cm.shape[0]
+    for g in groups:
+        for r in range(g * G, g * G + G):
+            if start <= r < start + local:
+                cm[r - start] = 0
+    loss_mask = cm * out["tool_mask"] if "tool_mask" in out else cm
+    out["num_items_in_batch"] = accelerator.gather(loss_mask.sum()).sum()
+
+
+def informative_fraction(group_rewards: Sequence[Sequence[float]]) -> float:
+    """Fraction of groups whose rewards are not all equal (NaN-free)."""
+    return sum(_varies(g) for g in group_rewards) / len(group_rewards) if group_rewards else math.nan
