@@ -34,8 +34,10 @@ app = typer.Typer(
 )
 pool_app = typer.Typer(help="Inspect a run's item pool.", no_args_is_help=True)
 app.add_typer(pool_app, name="pool")
+from teachloop.generate import generate_command  # noqa: E402
 from teachloop.train import train_command  # noqa: E402
 
+app.command("generate")(generate_command)
 app.command("train")(train_command)
 
 PresetOpt = Annotated[Optional[str], typer.Option(

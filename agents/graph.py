@@ -1,0 +1,94 @@
+"""The teacher loop as one LangGraph ``StateGraph``, assembled in one place.
+
+Sancaktar et al. (arXiv 2603.24202; METHODS.md §1): a teacher that is never fine-tuned
+rewrites problems turn after turn from what the student actually did. Each chain (a frontier
+head and its newest variants) runs in its own branch: ``select_frontier`` fans out with
+``Send`` (map), every chain node hands its ``ChainState`` to the next with ``Send``, and
+chains meet again only in the reducer channels ``outcomes`` / ``chains_done`` (reduce).
+Chains in flight therefore run in parallel; their model calls meet in the backend
+(``agents/batching.CoalescingBackend`` turns concurrent local calls into one batch).
+
+Checkpointing: compile with a checkpointer (``AsyncSqliteSaver`` in RUN_DIR for
+``teachloop generate``; thread id = the run id). LangGraph saves each superstep and the
+writes of every finished task, so after a kill the resumed run re-executes only the tasks
+that had not finished, with the same inputs; pool writes happen only in ``record`` and are
+exactly-once per proposal slot (agents/ledger.py). Together: nothing lost, nothing twice.
+
+``run_loop`` is the one entry point used by teachloop/generate.py, tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from langgraph.graph import START, StateGraph
+
+from agents import nodes
+from agents.state import LoopContext, LoopState
+
+NODES_PER_TURN = 8  # route summarise propose parse validate dedup probe record
+
+
+def build_graph(checkpointer: Any = None) -> Any:
+    """A fresh compiled teacher-loop graph (edges come from the nodes' ``Command`` types)."""
+    g = StateGraph(LoopState, context_schema=LoopContext)
+    # chain heads from pool stats -> one measure task per head (Send fan-out)
+    g.add_node("select_frontier", nodes.select_frontier)
+    # pass rate of each head: pool stats, or M batched student attempts
+    g.add_node("measure", nodes.measure)
+    # progression rule: next direction on the newest variant, or stop (max_turns, in band)
+    g.add_node("route", nodes.route)
+    # performance summary for the teacher: p, solved/failed attempts, direction
+    g.add_node("summarise", nodes.summarise)
+    # teacher: llm template + backend, or a procedural knob move
+    g.add_node("propose", nodes.propose)
+    # strict parse of the teacher output (never raises; reason on failure)
+    g.add_node("parse", nodes.parse)
+    # the family's executed checks (sandbox, math-verify)
+    g.add_node("validate", nodes.validate)
+    # exact + near-duplicate removal against the pool
+    g.add_node("dedup", nodes.dedup)
+    # M student attempts at the candidate
+    g.add_node("probe", nodes.probe)
+    # keep in band -> pool, else rejections; exactly once per slot; back to route
+    g.add_node("record", nodes.record)
+    g.add_edge(START, "select_frontier")
+    return g.compile(checkpointer=checkpointer)
+
+
+def recursion_limit(max_turns: int) -> int:
+    """Supersteps a run may take: each chain takes one node per superstep."""
+    return NODES_PER_TURN * (max_turns + 1) + 10
+
+
+async def run_loop(
+    ctx: LoopContext,
+    run_id: str,
+    *,
+    checkpointer: Any = None,
+    on_update: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or, when the checkpointer holds the thread ``run_id``, resume) the loop; returns
+    the final shared state (``outcomes``, ``chains_done``, ``frontier_size``, ``run_id``).
+
+    ``on_update(node, update)`` is called for every node update (progress displays).
+    """
+    graph = build_graph(checkpointer)
+    config: dict[str, Any] = {"configurable": {"thread_id": run_id},
+                              "recursion_limit": recursion_limit(ctx.config.max_turns)}
+    inp: dict[str, Any] | None = {"run_id": run_id}
+    if checkpointer is not None:
+        snap = await graph.aget_state(config)
+        if snap.values.get("run_id") == run_id:
+            inp = None  # resume: continue from the last checkpoint (no-op when finished)
+    final: dict[str, Any] = {}
+    async for mode, chunk in graph.astream(inp, config, context=ctx, stream_mode=["updates", "values"]):
+        if mode == "values":
+            final = chunk
+        elif on_update is not None:
+            for node, update in chunk.items():
+                on_update(node, update or {})
+    if checkpointer is not None:
+        final = (await graph.aget_state(config)).values
+    return dict(final)

@@ -1,0 +1,320 @@
+"""Nodes of the teacher loop: small functions, each returning a ``Command`` whose type names
+the edges it may take (STYLE.md §8). Wiring: agents/graph.py.
+
+A chain moves through the graph as a ``Send`` payload (``ChainState``)::
+
+    select_frontier -> measure -> route -> summarise -> propose -> parse -> validate
+                                    ^                      |  (procedural) |        |
+                                    |                      +---> dedup <---+--------+
+                                    |                              |
+                                    +------- record <--- probe <---+
+                                    (any stage that rejects goes straight to record)
+
+Sancaktar et al. (METHODS.md §1), and where teachloop departs:
+- One proposal per chain per turn; an invalid or duplicate proposal costs its turn and the
+  next turn retries from the same head, told why the last one was rejected.
+- The newest *measured* variant becomes the head even when it is out of the keep band (it
+  is then in the rejections table, not the pool: its child's parent is not in the pool, and
+  the child says so in ``metadata["parent_in_pool"]``).
+- Inside the band (easier_at < p <= harder_above) the chain stops (``in_band = "stop"``);
+  the paper only gives the rule at the two ends.
+- ``item.turn`` is the teacher turn that produced the item (frontier head's turn + chain
+  turn), not its depth in the lineage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from random import Random
+from typing import Any, Literal
+
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Send
+
+from agents.config import TeacherLoopConfig
+from agents.probe import aprobe
+from agents.state import ChainEnd, ChainState, LoopContext, LoopState, MeasureTask, Outcome, Summary
+from agents.summary import render_summary, stats_only, summarise_attempts
+from agents.teacher import (
+    PROCEDURAL_VERSION,
+    parse_proposal,
+    target_family,
+    teacher_kind_for,
+)
+from curriculum.items import Item
+from evals.families import family_names, get_family
+
+_PER_TURN = ("slot", "kind", "teacher", "prompt_version", "summary_text", "raw", "proposal",
+             "candidate", "probe", "rejection", "outcome")
+
+
+# ------------------------------------------------------------------------- pure helpers
+
+
+def progression(p: float | None, cfg: TeacherLoopConfig) -> str | None:
+    """The progression rule: harder if p > harder_above, easier if p <= easier_at, else None
+    (inside the band). METHODS.md §1: harder if p > 0.65, easier if p = 0."""
+    if p is None:
+        return None
+    if p > cfg.harder_above:
+        return "harder"
+    if p <= cfg.easier_at:
+        return "easier"
+    return None
+
+
+def stone_tier(p: float) -> str:
+    """Stepping-stone label of a variant by its pass rate (target band 0.35-0.65 = medium)."""
+    return "hard" if p < 0.35 else "medium" if p <= 0.65 else "easy"
+
+
+def decide(chain: ChainState, cfg: TeacherLoopConfig) -> tuple[str | None, str]:
+    """(direction of the next turn, "") or (None, why the chain stops)."""
+    if chain.get("exhausted"):
+        return None, chain["exhausted"]
+    if chain.get("turn", 0) >= cfg.max_turns:
+        return None, "max_turns"
+    p = chain.get("head_summary", {}).get("p")
+    if p is None:
+        return None, "head not measured"
+    if cfg.stepping_stones:
+        if chain.get("turn", 0) == 0 and p > cfg.stones_max_start_p:
+            return None, "not hard enough to start stepping stones"
+        if p >= cfg.stones_stop_at:
+            return None, "reached an easy stone"
+        return "easier", ""
+    if cfg.force_direction:
+        return cfg.force_direction, ""
+    d = progression(p, cfg)
+    if d is None:
+        if cfg.in_band == "stop":
+            return None, "target reached"
+        d = cfg.in_band
+    return d, ""
+
+
+def _abs_turn(chain: ChainState) -> int:
+    return chain.get("start_turn", 0) + chain["turn"]
+
+
+def _to(node: str, chain: ChainState, **changes: Any) -> Command:
+    return Command(goto=Send(node, {**chain, **changes}))
+
+
+def _reject(chain: ChainState, stage: str, reason: str, **changes: Any) -> Command:
+    return _to("record", chain, rejection={"stage": stage, "reason": reason}, **changes)
+
+
+# ------------------------------------------------------------------------- nodes
+
+
+def select_frontier(state: LoopState, runtime: Runtime[LoopContext]) -> Command[Literal["measure"]]:
+    """Chain heads from the pool (oldest first), one ``measure`` task per head."""
+    ctx = runtime.context
+    ctx.visit("select_frontier")
+    cfg = ctx.config
+    heads = ctx.store.query(direction="seed" if cfg.frontier == "seeds" else None)
+    wanted = set(cfg.families or family_names()) & set(family_names())
+    heads = [h for h in heads if h.family in wanted]
+    if cfg.max_frontier:
+        heads = heads[: cfg.max_frontier]
+    sends = []
+    for h in heads:
+        chains = [
+            ChainState(run_id=state["run_id"], chain_id=f"{h.id}.{k}", root_id=h.root_id or h.id,
+                       family=h.family, start_turn=h.turn, turn=0, head_in_pool=True,
+                       last_rejection="", exhausted="")
+            for k in range(cfg.chains_per_item)
+        ]
+        sends.append(Send("measure", MeasureTask(head=h.to_dict(), chains=chains)))
+    n = len(heads) * cfg.chains_per_item
+    return Command(update={"frontier_size": n}, goto=sends)
+
+
+async def measure(task: MeasureTask, runtime: Runtime[LoopContext]) -> Command[Literal["route"]]:
+    """The head's pass rate: from the pool when measured, else M student attempts (recorded).
+
+    Once per head (not per chain), so chains sharing a head do not probe it twice; a re-run
+    after a kill finds the recorded stats and does not add them again.
+    """
+    ctx = runtime.context
+    ctx.visit("measure")
+    cfg = ctx.config
+    head = Item.from_dict(task["head"])
+    current = ctx.store.get(head.id) or head
+    if current.attempts > 0:
+        summary = stats_only(current.attempts, current.successes)
+    else:
+        fam = get_family(head.family)
+        res = (await aprobe([head], cfg.attempts, ctx.student, fam.score,
+                            temperature=cfg.student_temperature, max_tokens=cfg.student_max_tokens))[0]
+        summary = summarise_attempts(res.completions, res.rewards, k=cfg.summary_examples,
+                                     max_chars=cfg.summary_chars)
+        ctx.store.record_many([(head.id, res.attempts, float(sum(res.rewards)))])
+        current = ctx.store.get(head.id) or head
+    head_d = current.to_dict()
+    return Command(goto=[Send("route", {**c, "head": head_d, "head_summary": summary, "start_id": head.id})
+                         for c in task["chains"]])
+
+
+def route(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal["summarise", "__end__"]]:
+    """Another turn on the newest variant (direction by the progression rule), or stop."""
+    ctx = runtime.context
+    ctx.visit("route")
+    direction, why = decide(chain, ctx.config)
+    if direction is None:
+        head = chain.get("head", {})
+        end = ChainEnd(chain_id=chain["chain_id"], root_id=chain["root_id"], family=chain["family"],
+                       turns=chain.get("turn", 0), reason=why, head_id=head.get("id", ""),
+                       head_p=chain.get("head_summary", {}).get("p"))
+        return Command(update={"chains_done": [end]})
+    t = chain.get("turn", 0) + 1
+    nxt = {k: v for k, v in chain.items() if k not in _PER_TURN}
+    nxt.update(turn=t, direction=direction, slot=f"{chain['run_id']}/{chain['chain_id']}/{t}")
+    return Command(goto=Send("summarise", nxt))
+
+
+def summarise(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal["propose"]]:
+    """The performance summary the teacher reads: p over M, solved/failed attempts, direction."""
+    ctx = runtime.context
+    ctx.visit("summarise")
+    text = render_summary(chain.get("head_summary", {}), direction=chain["direction"],
+                          last_rejection=chain.get("last_rejection", ""))
+    return _to("propose", chain, summary_text=text)
+
+
+async def propose(chain: ChainState, runtime: Runtime[LoopContext]
+                  ) -> Command[Literal["parse", "dedup", "record"]]:
+    """One proposal: the llm teacher renders its template and samples; the procedural teacher
+    moves a difficulty knob of the family's generator."""
+    ctx = runtime.context
+    ctx.visit("propose")
+    cfg = ctx.config
+    fam = get_family(chain["family"])
+    kind = teacher_kind_for(chain["family"], cfg.kind, fam.supports_variants)
+    head = Item.from_dict(chain["head"])
+    direction = chain["direction"]
+    if kind == "procedural":
+        common = dict(kind=kind, teacher="procedural", prompt_version=PROCEDURAL_VERSION)
+        if not fam.supports_variants:
+            return _reject(chain, "propose", f"{fam.name} has no procedural variants (use the llm teacher)",
+                           exhausted="no procedural variants", **common)
+        try:
+            child = fam.variant(head, direction, Random(f"{cfg.seed}/{chain['slot']}"))
+        except Exception as e:  # noqa: BLE001 - a generator bug costs this proposal, not the run
+            return _reject(chain, "propose", f"procedural variant failed: {type(e).__name__}: {e}"[:300],
+                           **common)
+        if child is None:
+            why = f"no {direction} procedural variant: end of the knob range"
+            return _reject(chain, "propose", why, exhausted="end of knob range", **common)
+        child = dataclasses.replace(child, turn=_abs_turn(chain), prompt_version=PROCEDURAL_VERSION)
+        return _to("dedup", chain, candidate=child.to_dict(), **common)
+    if ctx.teacher is None or ctx.prompts is None:
+        raise RuntimeError("the llm teacher needs a teacher backend and prompts in the LoopContext")
+    turn_kind = "first" if head.id == chain.get("start_id") else direction
+    messages, version = ctx.prompts.render(head, turn_kind, summary=chain["summary_text"],
+                                           direction=direction)
+    out = await ctx.teacher.agenerate([messages], n=1, temperature=cfg.teacher_temperature,
+                                      max_tokens=cfg.teacher_max_tokens)
+    return _to("parse", chain, kind=kind, teacher=ctx.teacher_name, prompt_version=version,
+               raw=out[0][0].text)
+
+
+def parse(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal["validate", "record"]]:
+    """Strict parse of the teacher's output (agents.teacher.parse_proposal)."""
+    runtime.context.visit("parse")
+    r = parse_proposal(target_family(chain["family"]), chain.get("raw", ""))
+    if not r.ok:
+        return _reject(chain, "parse", r.reason)
+    return _to("validate", chain, proposal=r.to_family_dict())
+
+
+def validate(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal["dedup", "record"]]:
+    """The family's checks: gold by sandboxed execution (twice), answers cross-checked."""
+    runtime.context.visit("validate")
+    fam = get_family(target_family(chain["family"]))
+    res = fam.validate_proposal(chain["proposal"], parent=Item.from_dict(chain["head"]),
+                                direction=chain["direction"], teacher=chain["teacher"],
+                                prompt_version=chain["prompt_version"])
+    if not res.ok:
+        return _reject(chain, res.stage or "validate", res.reason or "rejected by the family")
+    item = dataclasses.replace(res.item, turn=_abs_turn(chain))
+    return _to("dedup", chain, candidate=item.to_dict())
+
+
+def dedup(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal["probe", "record"]]:
+    """Exact and near-duplicate removal against the pool (agents/dedup.py), before probing."""
+    ctx = runtime.context
+    ctx.visit("dedup")
+    dup = ctx.ledger.is_duplicate(Item.from_dict(chain["candidate"]))
+    if dup is not None:
+        return _reject(chain, "dedup", dup[1])
+    return _to("probe", chain)
+
+
+async def probe(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal["record"]]:
+    """M student attempts at the candidate (batched across chains by the backend)."""
+    ctx = runtime.context
+    ctx.visit("probe")
+    cfg = ctx.config
+    item = Item.from_dict(chain["candidate"])
+    fam = get_family(item.family)
+    res = (await aprobe([item], cfg.attempts, ctx.student, fam.score,
+                        temperature=cfg.student_temperature, max_tokens=cfg.student_max_tokens))[0]
+    summary = summarise_attempts(res.completions, res.rewards, k=cfg.summary_examples,
+                                 max_chars=cfg.summary_chars)
+    return _to("record", chain, probe=summary)
+
+
+def record(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal["route"]]:
+    """Keep (pool) when keep_min_p <= p <= keep_max_p, else reject ("out of band"); every
+    earlier rejection is written here too. Exactly once per slot (agents/ledger.py)."""
+    ctx = runtime.context
+    ctx.visit("record")
+    cfg = ctx.config
+    slot, head = chain["slot"], chain["head"]
+    rej = chain.get("rejection")
+    cand = Item.from_dict(chain["candidate"]) if chain.get("candidate") else None
+    new_head: Item | None = None
+    in_pool = False
+    p: float | None = None
+    if rej is None and cand is not None:
+        pr: Summary = chain["probe"]
+        p = pr["p"]
+        cand.attempts, cand.successes = pr["attempts"], pr["successes"]
+        cand.p, cand.difficulty = p, (None if p is None else 1.0 - p)
+        cand.validation = {**cand.validation, "probe": {
+            "attempts": pr["attempts"], "p": p, "solved": pr.get("solved", []), "failed": pr.get("failed", [])}}
+        cand.metadata = {**cand.metadata, "teacher_kind": chain["kind"], "chain_id": chain["chain_id"],
+                         "parent_in_pool": chain.get("head_in_pool", True), "parent_p": head.get("p")}
+        if cfg.stepping_stones and p is not None:
+            cand.metadata["stone"] = stone_tier(p)
+        if p is not None and cfg.keep_min_p <= p <= cfg.keep_max_p:
+            rec = ctx.ledger.accept(slot, cand)
+        else:
+            bound = (f"< keep_min_p {cfg.keep_min_p}" if p is None or p < cfg.keep_min_p
+                     else f"> keep_max_p {cfg.keep_max_p}")
+            rec = ctx.ledger.reject(slot, "band", f"out of band: p = {p if p is None else round(p, 3)} {bound}", item=cand,
+                                    family=cand.family, parent_id=head["id"], direction=chain["direction"],
+                                    turn=_abs_turn(chain), teacher=chain["teacher"],
+                                    prompt_version=chain["prompt_version"])
+        if rec.status == "accepted" or rec.stage == "band":
+            new_head, in_pool = cand, rec.status == "accepted"
+    else:
+        rej = rej or {"stage": "internal", "reason": "no candidate and no rejection"}
+        rec = ctx.ledger.reject(slot, rej["stage"], rej["reason"], item=cand, raw=chain.get("raw", ""),
+                                proposal=chain.get("proposal"), family=target_family(chain["family"]),
+                                parent_id=head["id"], direction=chain["direction"], turn=_abs_turn(chain),
+                                teacher=chain.get("teacher", ""), prompt_version=chain.get("prompt_version", ""))
+    outcome = Outcome(slot=slot, chain_id=chain["chain_id"], root_id=chain["root_id"], family=chain["family"],
+                      turn=chain["turn"], direction=chain["direction"], kind=chain.get("kind", ""),
+                      prompt_version=chain.get("prompt_version", ""), status=rec.status,
+                      stage=rec.stage, reason=rec.reason, item_id=cand.id if cand is not None else "",
+                      p=p, parent_id=head["id"], parent_p=chain.get("head_summary", {}).get("p"))
+    nxt: dict[str, Any] = {"outcome": outcome}
+    if new_head is not None:
+        nxt.update(head=new_head.to_dict(), head_summary=chain["probe"], head_in_pool=in_pool,
+                   last_rejection="")
+    else:
+        nxt["last_rejection"] = f"{rec.stage}: {rec.reason}"
+    return Command(update={"outcomes": [outcome]}, goto=Send("route", {**chain, **nxt}))

@@ -1,0 +1,147 @@
+"""State of the teacher-loop graph (agents/graph.py), and its runtime context.
+
+Two kinds of state travel through the graph:
+
+- ``LoopState``: the graph's shared channels. Every channel that parallel branches write has
+  an ``Annotated`` reducer (``outcomes`` and ``chains_done`` are appended to by every chain;
+  STYLE.md §8: a fan-in without a reducer is the most reported LangGraph error). ``run_id``
+  and ``frontier_size`` are written once, by the input and ``select_frontier``.
+- ``ChainState``: one chain in flight, carried from node to node in ``Send`` payloads
+  (map-reduce over the frontier's chains). It never lands in a shared channel; the chain's
+  result reaches the shared state only as ``Outcome`` / ``ChainEnd`` records.
+
+Everything in state is plain JSON-able data (items travel as ``Item.to_dict()``), so the
+SQLite checkpointer stores it without custom serialisers and a resumed run rebuilds exactly
+the payloads that were in flight.
+
+``LoopContext`` holds the runtime objects (pool, backends, templates, ledger); it is handed
+to each run (LangGraph ``context=``) and never checkpointed.
+"""
+
+from __future__ import annotations
+
+import operator
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
+
+if TYPE_CHECKING:
+    from agents.backends import ChatBackend
+    from agents.config import TeacherLoopConfig
+    from agents.ledger import Ledger
+    from agents.teacher import PromptLibrary
+    from curriculum.pool import PoolStore
+
+ItemDict = dict[str, Any]
+Status = Literal["accepted", "rejected"]
+
+
+class Summary(TypedDict, total=False):
+    """The student's performance on one item: what the teacher is shown (METHODS.md §1)."""
+
+    attempts: int  # M
+    successes: float  # sum of rewards
+    p: float | None  # pass rate, successes / attempts
+    solved: list[str]  # up to k solved attempts, truncated
+    failed: list[str]  # up to k failed attempts, truncated
+    recorded: bool  # False when the attempts' texts are not known (measured by an earlier run)
+
+
+class Rejection(TypedDict):
+    stage: str  # propose / parse / execute / agreement / ... / dedup / band
+    reason: str
+
+
+class ChainState(TypedDict, total=False):
+    """One chain in flight (a ``Send`` payload)."""
+
+    run_id: str
+    chain_id: str  # "<head id>.<k>"
+    root_id: str
+    family: str  # the head's family
+    start_turn: int  # the frontier head's own turn (0 for a seed)
+    start_id: str  # the frontier head's id (turn kind "first" while the head is still it)
+    turn: int  # teacher turns played so far (the one in flight, from summarise on)
+    head: ItemDict  # the newest measured variant (the frontier item at first)
+    head_summary: Summary
+    head_in_pool: bool  # False when the head is an out-of-band variant (in rejections)
+    direction: str  # easier / harder, for the turn in flight
+    last_rejection: str  # why the previous proposal of this chain was rejected ("" if none)
+    exhausted: str  # set when no further proposal is possible (procedural end of range)
+    # --- the turn in flight ---------------------------------------------------------------
+    slot: str  # "<run_id>/<chain_id>/<turn>": the proposal's exactly-once key
+    kind: str  # llm / procedural
+    teacher: str  # teacher kind and model, recorded on items
+    prompt_version: str  # template name@version#hash, or procedural@1
+    summary_text: str  # the rendered summary shown to the teacher
+    raw: str  # the teacher's raw output (llm)
+    proposal: dict[str, Any]  # the parsed proposal, in validate_proposal's format
+    candidate: ItemDict  # the validated item (not yet probed)
+    probe: Summary  # the candidate's measured pass rate
+    rejection: Rejection  # set by the stage that rejected the proposal
+    outcome: Outcome  # set by record
+
+
+class MeasureTask(TypedDict):
+    """One frontier head and the chains that start from it (``select_frontier`` -> ``measure``)."""
+
+    head: ItemDict
+    chains: list[ChainState]
+
+
+class Outcome(TypedDict, total=False):
+    """What became of one proposal: an item in the pool, or a row in the rejections table."""
+
+    slot: str
+    chain_id: str
+    root_id: str
+    family: str  # the head's family (the item's may differ: math.rg.* -> math.word)
+    turn: int  # chain-relative teacher turn (1 = first proposal of the chain)
+    direction: str
+    kind: str
+    prompt_version: str
+    status: Status
+    stage: str  # "" when accepted
+    reason: str
+    item_id: str  # the candidate's id when one was built ("" otherwise)
+    p: float | None  # the candidate's measured pass rate, when probed
+    parent_id: str
+    parent_p: float | None
+
+
+class ChainEnd(TypedDict):
+    chain_id: str
+    root_id: str
+    family: str
+    turns: int
+    reason: str  # max_turns / target reached / end of knob range / ...
+    head_id: str
+    head_p: float | None
+
+
+class LoopState(TypedDict, total=False):
+    """The graph's shared channels."""
+
+    run_id: str  # input; the checkpointer thread id and the slot prefix
+    frontier_size: int  # chains started (written once by select_frontier)
+    outcomes: Annotated[list[Outcome], operator.add]  # one per proposal, from parallel chains
+    chains_done: Annotated[list[ChainEnd], operator.add]  # one per chain, from parallel chains
+
+
+@dataclass
+class LoopContext:
+    """Runtime dependencies of the nodes (LangGraph ``context``; never checkpointed)."""
+
+    config: TeacherLoopConfig
+    store: PoolStore
+    ledger: Ledger
+    student: ChatBackend
+    teacher: ChatBackend | None = None  # needed only when some family uses the llm teacher
+    teacher_name: str = "llm"  # recorded on items: "llm:<backend>:<model>"
+    prompts: PromptLibrary | None = None
+    visits: dict[str, int] = field(default_factory=dict)  # node -> calls (tests, benchmarks)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def visit(self, node: str) -> None:
+        with self._lock:  # sync nodes run in worker threads
+            self.visits[node] = self.visits.get(node, 0) + 1

@@ -1,0 +1,112 @@
+"""Deterministic chat backends for teacher-loop tests (tests/test_graph.py) and the
+kill -9 driver (tests/loop_driver.py).
+
+They are real ``ChatBackend`` implementations, not mocks of the graph: every node, the
+pool, the sandbox, the checkpointer and the ledger run for real. What they replace is the
+model's *randomness*, so that a test can assert routing (which stage rejects what, which
+direction follows which pass rate) exactly. The embedded-model runs are in test_graph.py too
+(``test_llm_teacher_on_embedded_model``) and in benchmarks/bench_teacher.py.
+
+- ``ArithmeticStudent`` answers arithmetic prompts ("Calculate 3 + 4.", "... problem: 3 + 4 =",
+  "What is 3 + 4?") by evaluating them, correctly with a probability that falls with the
+  number of operators (1 op: 1.0, 2: 0.75, 3: 0.5, 4: 0.25, more: 0.0), drawn from a hash of
+  (prompt, attempt) so results do not depend on batching or timing.
+- ``ScriptedTeacher`` answers each teacher prompt with the next text of a script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Sequence
+from fractions import Fraction
+
+from agents.backends import ChatBackend, Completion
+
+_EXPR = re.compile(r"(?:Calculate|problem:|What is)\s*([-\d\s+*/().]+?)\s*(?:=|\?|\.\s*\n|\.$)", re.M)
+
+
+def arithmetic_answer(prompt: str) -> tuple[str, int] | None:
+    """(gold answer, number of operators) of an arithmetic prompt, or None."""
+    m = _EXPR.search(prompt)
+    if not m:
+        return None
+    expr = m.group(1).strip()
+    try:
+        val = eval(re.sub(r"(\d+)", r"Fraction(\1)", expr), {"Fraction": Fraction})  # noqa: S307 - digits/ops only
+    except Exception:  # noqa: BLE001
+        return None
+    ops = len(re.findall(r"(?<=[\d)])\s*[-+*/]", expr))
+    ans = str(val.numerator) if val.denominator == 1 else f"{val.numerator}/{val.denominator}"
+    return ans, ops
+
+
+def success_rate(ops: int) -> float:
+    return {0: 1.0, 1: 1.0, 2: 0.75, 3: 0.5, 4: 0.25}.get(ops, 0.0)
+
+
+def _u(key: str) -> float:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+
+
+class ArithmeticStudent(ChatBackend):
+    name = "arithmetic-student"
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.calls = 0
+        self.conversations = 0
+
+    async def agenerate(self, conversations: Sequence, *, n: int = 1, **kw) -> list[list[Completion]]:
+        self.calls += 1
+        self.conversations += len(conversations)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        out = []
+        for conv in conversations:
+            prompt = conv[-1]["content"]
+            got = arithmetic_answer(prompt)
+            comps = []
+            for k in range(n):
+                if got is not None and _u(f"{prompt}|{k}") < success_rate(got[1]):
+                    text = f"The result is \\boxed{{{got[0]}}}."
+                else:
+                    text = "I think it is \\boxed{12345678}."
+                comps.append(Completion(text, 10, 8, "stop"))
+            out.append(comps)
+        return out
+
+
+class ScriptedTeacher(ChatBackend):
+    """Returns the texts of ``script`` in order (cycling), one per conversation."""
+
+    name = "scripted-teacher"
+
+    def __init__(self, script: Sequence[str], delay_s: float = 0.0) -> None:
+        self.script = list(script)
+        self.delay_s = delay_s
+        self.i = 0
+        self.prompts: list[list[dict]] = []
+
+    async def agenerate(self, conversations: Sequence, *, n: int = 1, **kw) -> list[list[Completion]]:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        out = []
+        for conv in conversations:
+            self.prompts.append(list(conv))
+            comps = []
+            for _ in range(n):
+                comps.append(Completion(self.script[self.i % len(self.script)], 100, 50, "stop"))
+                self.i += 1
+            out.append(comps)
+        return out
+
+
+def math_proposal(expr: str, *, answer: str | None = None, program: str | None = None) -> str:
+    """A well-formed math teacher output asking 'What is <expr>?'."""
+    got = arithmetic_answer(f"What is {expr}?")
+    assert got is not None, expr
+    return (f"Sure! Here is the new problem.\n<problem>\nWhat is {expr}?\n</problem>\n"
+            f"<program>\n{program or f'print({expr})'}\n</program>\n"
+            f"<answer>\n{answer if answer is not None else got[0]}\n</answer>\n")
