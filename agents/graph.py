@@ -9,10 +9,11 @@ Chains in flight therefore run in parallel; their model calls meet in the backen
 (``agents/batching.CoalescingBackend`` turns concurrent local calls into one batch).
 
 Checkpointing: compile with a checkpointer (``AsyncSqliteSaver`` in RUN_DIR for
-``teachloop generate``; thread id = the run id). LangGraph saves each superstep and the
-writes of every finished task, so after a kill the resumed run re-executes only the tasks
-that had not finished, with the same inputs; pool writes happen only in ``record`` and are
-exactly-once per proposal slot (agents/ledger.py). Together: nothing lost, nothing twice.
+``teachloop generate``; thread id = the run id; ``durability="sync"``). LangGraph saves each
+superstep before starting the next, and the writes of every finished task, so after a kill
+the resumed run re-executes only the tasks that had not finished, with the same inputs; pool
+writes happen only in ``record`` and are exactly-once per proposal slot (agents/ledger.py).
+Together: nothing lost, nothing twice.
 
 ``run_loop`` is the one entry point used by teachloop/generate.py, tests and benchmarks.
 """
@@ -83,7 +84,13 @@ async def run_loop(
         if snap.values.get("run_id") == run_id:
             inp = None  # resume: continue from the last checkpoint (no-op when finished)
     final: dict[str, Any] = {}
-    async for mode, chunk in graph.astream(inp, config, context=ctx, stream_mode=["updates", "values"]):
+    # durability="sync": superstep k is on disk before superstep k+1 starts, so a kill can never
+    # leave the pool ahead of the checkpoint by more than the tasks of one superstep, whose
+    # re-run has the very same inputs (the default "async" would let a lost checkpoint re-run
+    # a probe whose record had already reached the pool)
+    durability = {"durability": "sync"} if checkpointer is not None else {}  # (1.2 fails without one)
+    stream = graph.astream(inp, config, context=ctx, stream_mode=["updates", "values"], **durability)
+    async for mode, chunk in stream:
         if mode == "values":
             final = chunk
         elif on_update is not None:

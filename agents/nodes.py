@@ -300,6 +300,8 @@ def record(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal[
                                     prompt_version=chain["prompt_version"])
         if rec.status == "accepted" or rec.stage == "band":
             new_head, in_pool = cand, rec.status == "accepted"
+            if in_pool and rec.item_id != cand.id:  # a replayed slot: the pool's item is the truth
+                new_head = ctx.store.get(rec.item_id) or cand
     else:
         rej = rej or {"stage": "internal", "reason": "no candidate and no rejection"}
         rec = ctx.ledger.reject(slot, rej["stage"], rej["reason"], item=cand, raw=chain.get("raw", ""),

@@ -374,7 +374,7 @@ def test_death_right_after_a_pool_write_then_resume(tmp_path):
     store = open_pool(out, create=False)
     run_id = json.loads((out / "generate.json").read_text())["run_id"]
     before = recorded_slots(store, run_id)
-    assert len(before) == 5
+    assert 5 <= len(before) < 32  # a parallel record may commit between the 5th write and the exit
     r = subprocess.run(driver + ["--resume"], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     after = recorded_slots(store, run_id)
