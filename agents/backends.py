@@ -256,6 +256,25 @@ class LocalBackend(ChatBackend):
         # One worker: model.generate is not re-entrant, and one call already uses all cores.
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="teachloop-local")
 
+    @classmethod
+    def from_loaded(cls, model: Any, tokenizer: Any, *, path: str | Path | None = None,
+                    config: LocalBackendConfig | None = None) -> LocalBackend:
+        """A backend over a model already in memory (e.g. the policy being trained, for the
+        online teacher's probes). The caller keeps ownership and train/eval mode; the
+        tokenizer is copied with left padding."""
+        import copy
+
+        b = cls(config or LocalBackendConfig())
+        tok = copy.copy(tokenizer)
+        tok.padding_side = "left"
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        b.model, b.tokenizer = model, tok
+        b.device = str(next(model.parameters()).device)
+        b.model_path = Path(path) if path is not None else Path(getattr(model, "name_or_path", "") or "policy")
+        b.load_seconds = 0.0
+        return b
+
     # ..................................................................... loading
     def load(self) -> LocalBackend:
         """Load model and tokenizer (idempotent); converts the embedded model on first use."""

@@ -41,6 +41,8 @@ class TeacherLoopConfig:
     attempts: int = _f(8, "student attempts per probed item (M; the paper uses 32, M = 8 is noisy)")
     families: list[str] = _f([], "families whose items start chains; empty = every family in the pool")
     frontier: str = _f("seeds", "chain heads: 'seeds' (direction=seed items) or 'pool' (every item)")
+    head_ids: list[str] = _f([], "explicit chain heads by item id (online teacher rounds); "
+                                 "non-empty overrides frontier")
     max_frontier: int = _f(0, "most chain heads taken from the pool (oldest first); 0 = all")
     chains_per_item: int = _f(1, "independent chains started from each head (the single-turn "
                                  "baseline uses max_turns=1 and chains_per_item=T)")

@@ -113,7 +113,10 @@ def select_frontier(state: LoopState, runtime: Runtime[LoopContext]) -> Command[
     ctx = runtime.context
     ctx.visit("select_frontier")
     cfg = ctx.config
-    heads = ctx.store.query(direction="seed" if cfg.frontier == "seeds" else None)
+    if cfg.head_ids:  # explicit heads (online rounds), in the given order
+        heads = [h for h in (ctx.store.get(i) for i in cfg.head_ids) if h is not None]
+    else:
+        heads = ctx.store.query(direction="seed" if cfg.frontier == "seeds" else None)
     wanted = set(cfg.families or family_names()) & set(family_names())
     heads = [h for h in heads if h.family in wanted]
     if cfg.max_frontier:
@@ -142,7 +145,11 @@ async def measure(task: MeasureTask, runtime: Runtime[LoopContext]) -> Command[L
     cfg = ctx.config
     head = Item.from_dict(task["head"])
     current = ctx.store.get(head.id) or head
-    if current.attempts > 0:
+    if ctx.rollouts and head.id in ctx.rollouts:  # the trainer's rollouts: no extra probing
+        texts, rewards = ctx.rollouts[head.id][:2]
+        summary = summarise_attempts(list(texts), list(rewards), k=cfg.summary_examples,
+                                     max_chars=cfg.summary_chars)
+    elif current.attempts > 0:
         summary = stats_only(current.attempts, current.successes)
     else:
         fam = get_family(head.family)

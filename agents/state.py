@@ -140,6 +140,9 @@ class LoopContext:
     teacher_name: str = "llm"  # recorded on items: "llm:<backend>:<model>"
     prompts: PromptLibrary | None = None
     visits: dict[str, int] = field(default_factory=dict)  # node -> calls (tests, benchmarks)
+    # item id -> (completion texts, rewards, ...) of recent student attempts made elsewhere
+    # (the trainer's rollouts in online mode): ``measure`` summarises these instead of probing
+    rollouts: dict[str, tuple[Any, ...]] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def visit(self, node: str) -> None:

@@ -37,8 +37,15 @@ app.add_typer(pool_app, name="pool")
 from teachloop.generate import generate_command  # noqa: E402
 from teachloop.train import train_command  # noqa: E402
 
+from evals.bench import eval_command  # noqa: E402
+from teachloop.export import export_command  # noqa: E402
+from teachloop.report import report_command  # noqa: E402
+
 app.command("generate")(generate_command)
 app.command("train")(train_command)
+app.command("eval")(eval_command)
+app.command("export")(export_command)
+app.command("report")(report_command)
 
 PresetOpt = Annotated[Optional[str], typer.Option(
     "--preset", help="a preset from configs/ (quickstart, smoke, ...)")]
@@ -70,19 +77,24 @@ def run(
     out: Annotated[Optional[Path], typer.Option(help="run directory (default: run.out)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out after "
                                          "a kill; nothing is lost or done twice")] = False,
+    online: Annotated[bool, typer.Option("--online", help="teacher rounds during training "
+                                         "every online.every_steps steps, on the items just "
+                                         "rolled out")] = False,
 ) -> None:
-    """The main job: seeds -> student probes -> pool summary, in one resumable run directory.
+    """The main job, in one resumable run directory: seeds -> teacher turns -> probes ->
+    eval before -> curriculum GRPO (VCRL + AdaCuRL) -> eval after -> dataset export -> report.
 
-    Teacher turns, curriculum training, evals, export and the report join this command in
-    later versions; today it runs the stages listed in `teachloop/run.py`.
+    Every stage is listed in `teachloop/run.py`; a finished stage is skipped by --resume.
     """
     from teachloop.config import load_config
-    from teachloop.run import main as run_main
+    from teachloop.run import main as run_main, run_config_class
 
     overrides = list(set_ or [])
     if out is not None:
         overrides.append(f"run.out={out}")
-    cfg = load_config(preset, config, overrides)
+    if online:
+        overrides.append("online.enabled=true")
+    cfg = load_config(preset, config, overrides, cls=run_config_class())
     run_main(cfg, resume=resume, console=console)
 
 
@@ -108,12 +120,14 @@ def config_cmd(
 ) -> None:
     """Resolve and print a configuration (defaults < preset < --config < --set)."""
     from teachloop.config import all_keys, dump_yaml, load_config
+    from teachloop.run import run_config_class
 
-    cfg = load_config(preset, config, set_ or [])
+    cls = run_config_class()
+    cfg = load_config(preset, config, set_ or [], cls=cls)
     if explain:
         t = Table("key", "value", "help", box=None)
         flat = _flatten(dump_dict(cfg))
-        for k, h in all_keys().items():
+        for k, h in all_keys(cls).items():
             t.add_row(k, repr(flat.get(k)), h)
         console.print(t)
     else:

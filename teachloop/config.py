@@ -81,8 +81,50 @@ class ProbeSection:
 @dataclass
 class TrainSection:
     mode: str = _f("vcrl+adacurl", "grpo, vcrl, adacurl or vcrl+adacurl")
-    max_steps: int = _f(10, "GRPO optimisation steps")
+    max_steps: int = _f(10, "GRPO optimisation steps (0: skip training)")
     num_generations: int = _f(4, "completions per prompt (group size G)")
+    batch_size: int = _f(8, "completions per optimisation step (a multiple of G)")
+    max_completion_length: int = _f(64, "max new tokens per training completion")
+    learning_rate: float = _f(1e-6, "learning rate")
+    beta: float = _f(-1.0, "KL coefficient; -1 = 0.04 in the AdaCuRL modes, else TRL's 0")
+    save_steps: int = _f(5, "checkpoint every N steps (a killed run resumes from the last one); "
+                         "0 = only at the end")
+    num_buckets: int = _f(3, "AdaCuRL difficulty buckets (fewer when the pool has too few "
+                          "measured items; the run says so)")
+    args: dict = _f({}, "any other CurriculumGRPOConfig field, e.g. {use_vllm: true, bf16: true}")
+
+
+@dataclass
+class OnlineSection:
+    enabled: bool = _f(False, "online mode (--online): teacher rounds during training on the "
+                       "items the trainer just rolled out")
+    every_steps: int = _f(2, "a teacher round after every K training steps")
+    max_heads: int = _f(8, "most chain heads per round (items farthest outside the target band "
+                        "first)")
+    max_turns: int = _f(1, "teacher turns per chain in a round")
+
+
+@dataclass
+class EvalSection:
+    enabled: bool = _f(True, "evaluate the model before and after training")
+    bench: str = _f("heldout", "'heldout' (held-out items of the seed families), or any "
+                    "`teachloop eval --bench` name (rg:FAMILY, humaneval, jsonl:PATH, gsm8k, ...)")
+    k: int = _f(4, "samples per item (pass@k, avg@k)")
+    n_items: int = _f(16, "items evaluated")
+    max_tokens: int = _f(0, "max new tokens per sample; 0 = student.max_tokens")
+    temperature: float = _f(1.0, "sampling temperature")
+
+
+@dataclass
+class ExportSection:
+    enabled: bool = _f(True, "export the pool as a Hugging Face dataset into RUN_DIR/export")
+    format: str = _f("parquet", "parquet or jsonl")
+
+
+@dataclass
+class ReportSection:
+    enabled: bool = _f(True, "write RUN_DIR/report/index.html")
+    screenshot: bool = _f(True, "render the report with headless Chromium when installed")
 
 
 @dataclass
@@ -95,6 +137,12 @@ class TeachloopConfig:
                                     metadata={"help": "the teacher loop"})
     probe: ProbeSection = field(default_factory=ProbeSection, metadata={"help": "probing"})
     train: TrainSection = field(default_factory=TrainSection, metadata={"help": "training"})
+    online: OnlineSection = field(default_factory=OnlineSection,
+                                  metadata={"help": "teacher rounds during training"})
+    eval: EvalSection = field(default_factory=EvalSection,
+                              metadata={"help": "evaluation before and after training"})
+    export: ExportSection = field(default_factory=ExportSection, metadata={"help": "dataset export"})
+    report: ReportSection = field(default_factory=ReportSection, metadata={"help": "HTML report"})
 
     def __post_init__(self) -> None:
         t = self.teacher
@@ -116,6 +164,22 @@ class TeachloopConfig:
         if self.probe.attempts < 1 or self.train.max_steps < 0 or self.train.num_generations < 2:
             raise ConfigError("need probe.attempts >= 1, train.max_steps >= 0, "
                               "train.num_generations >= 2")
+        tr = self.train
+        if tr.batch_size < tr.num_generations or tr.batch_size % tr.num_generations:
+            raise ConfigError(f"train.batch_size ({tr.batch_size}) must be a multiple of "
+                              f"train.num_generations ({tr.num_generations})")
+        if tr.save_steps < 0 or tr.num_buckets < 1 or tr.max_completion_length < 1:
+            raise ConfigError("need train.save_steps >= 0, train.num_buckets >= 1, "
+                              "train.max_completion_length >= 1")
+        if self.online.every_steps < 1 or self.online.max_heads < 1 or self.online.max_turns < 1:
+            raise ConfigError("need online.every_steps, online.max_heads, online.max_turns >= 1")
+        if self.online.enabled and tr.mode == "grpo":
+            raise ConfigError("online mode needs a curriculum mode (vcrl, adacurl or "
+                              "vcrl+adacurl): plain grpo trains on a fixed dataset")
+        if self.eval.k < 1 or self.eval.n_items < 1 or self.eval.max_tokens < 0:
+            raise ConfigError("need eval.k >= 1, eval.n_items >= 1, eval.max_tokens >= 0")
+        if self.export.format not in ("parquet", "jsonl"):
+            raise ConfigError(f"export.format must be parquet or jsonl, got {self.export.format!r}")
 
 
 # --- the generic loader -------------------------------------------------------------

@@ -65,7 +65,10 @@ _loop_hints = typing.get_type_hints(TeacherLoopConfig)
 _section_names = {f.name for f in dataclasses.fields(TeacherSection)}
 TeacherLoopSection = dataclasses.make_dataclass(
     "TeacherLoopSection",
-    [(f.name, _loop_hints[f.name], dataclasses.field(default=f.default, metadata=f.metadata))
+    [(f.name, _loop_hints[f.name],
+      dataclasses.field(default=f.default, metadata=f.metadata)
+      if f.default_factory is dataclasses.MISSING
+      else dataclasses.field(default_factory=f.default_factory, metadata=f.metadata))
      for f in dataclasses.fields(TeacherLoopConfig)
      if f.name not in _section_names and f.name not in _MAPPED],
     bases=(TeacherSection,),

@@ -1,35 +1,49 @@
-"""``teachloop run``: one run directory, stage by stage, resumable after a kill.
+"""``teachloop run``: the main job, stage by stage, in one run directory, resumable after a kill.
 
-Stages in this version (each reads and writes only the pool, so a stage can be re-run):
+Stages (``STAGES``; each finished one is marked in ``RUN_DIR/stages.json`` with its wall time,
+so ``--resume`` skips it; each is also safe to re-run, because the pool writes are idempotent
+or exactly-once):
 
-1. setup   - the run directory, its resolved ``config.yaml``, the pool
-2. seeds   - seed items from the configured task families (idempotent: content-hash ids)
-3. probe   - M student attempts per unmeasured item, scored by the family's checker;
-             each chunk's stats land in the pool in one transaction, so a kill loses at
-             most the chunk in flight and ``--resume`` probes only what is still unmeasured
-4. summary - counts, rejections and the pass-rate histogram
+1. setup       the run directory, its resolved ``config.yaml``, the pool
+2. seeds       seed items from the configured families (content-hash ids: idempotent)
+3. teacher     the LangGraph teacher loop (teachloop/generate.py): measure the seeds, then
+               ``teacher.max_turns`` easier/harder turns per chain; its SQLite checkpointer
+               and per-slot ledger make a killed loop resume without loss or duplicates
+4. probe       M student attempts for any item still unmeasured (chunked; each chunk's stats
+               committed in one transaction)
+5. eval_before the initial model on held-out items (never in the pool): pass@k, avg@k
+6. train       curriculum GRPO (VCRL + AdaCuRL buckets) on the pool; checkpoints every
+               ``train.save_steps``; a killed run resumes from the last one. ``--online``
+               adds teacher rounds every K steps (teachloop/online.py)
+7. eval_after  the trained model on the same held-out items
+8. export      the pool as a Hugging Face dataset with a card (teachloop/export.py)
+9. report      one HTML page with plots (teachloop/report.py), screenshot by headless Chromium
 
-Teacher turns (the LangGraph loop), curriculum training, evaluation, export and the report
-are later stages of the same command; they are not part of this version.
+File names: teachloop/rundir.py. The student, the probes and the evaluation share one loaded
+model; the teacher is a separate, frozen backend (the same weights by default).
 """
 
 from __future__ import annotations
 
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from curriculum.items import Item
 from curriculum.pool import PoolStore, open_pool
-from teachloop.config import ModelSection, TeachloopConfig, config_from_dict, dump_yaml, to_dict
+from teachloop import rundir
+from teachloop.config import ModelSection, config_from_dict, dump_yaml, to_dict
 from teachloop.errors import UserError
 
-CONFIG_FILE = "config.yaml"
+CONFIG_FILE = rundir.CONFIG
+STAGES = ("seeds", "teacher", "probe", "eval_before", "train", "eval_after", "export", "report")
 
 
 @dataclass
@@ -38,6 +52,7 @@ class RunResult:
     seeded: int
     probed: int
     wall_s: float
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def make_student_backend(m: ModelSection) -> Any:
@@ -51,8 +66,34 @@ def make_student_backend(m: ModelSection) -> Any:
                                             model=None if m.model == "embedded" else m.model))
 
 
-def _setup(cfg: TeachloopConfig, resume: bool, console: Console
-           ) -> tuple[TeachloopConfig, Path, PoolStore]:
+def run_config_class() -> type:
+    from teachloop.generate import GenerateConfig
+
+    return GenerateConfig
+
+
+# ------------------------------------------------------------------------------ stages file
+
+
+class StageBook:
+    """``stages.json``: which stages finished, with their wall times and a few numbers."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / rundir.STAGES
+        self.data: dict[str, dict[str, Any]] = rundir.read_json(self.path, {}) or {}
+
+    def done(self, stage: str) -> bool:
+        return bool(self.data.get(stage, {}).get("done"))
+
+    def finish(self, stage: str, wall_s: float, **info: Any) -> None:
+        self.data[stage] = {"done": True, "wall_s": round(wall_s, 2), **info}
+        rundir.write_json_atomic(self.path, self.data)
+
+
+# ------------------------------------------------------------------------------ setup
+
+
+def _setup(cfg: Any, resume: bool, console: Console) -> tuple[Any, Path, PoolStore]:
     out = Path(cfg.run.out)
     cfg_file = out / CONFIG_FILE
     if cfg_file.exists() and not resume:
@@ -61,19 +102,83 @@ def _setup(cfg: TeachloopConfig, resume: bool, console: Console
     if resume and not cfg_file.exists():
         raise UserError(f"nothing to resume in {out} (no {CONFIG_FILE})")
     out.mkdir(parents=True, exist_ok=True)
+    cls = run_config_class()
     if resume:
         saved = yaml.safe_load(cfg_file.read_text())
-        if saved != to_dict(cfg):  # the run's own config wins: a resume finishes that run
+        saved_cfg = config_from_dict(saved, cls)
+        if to_dict(saved_cfg) != to_dict(config_from_dict(to_dict(cfg), cls)):
             console.print(f"[yellow]note:[/] resuming with the config saved in {cfg_file}")
-        cfg = config_from_dict(saved)
+        cfg = saved_cfg
     else:
+        cfg = config_from_dict(to_dict(cfg), cls)
         tmp = cfg_file.with_suffix(".tmp")
         tmp.write_text(dump_yaml(cfg))
         tmp.replace(cfg_file)
     return cfg, out, open_pool(out)
 
 
-def _seed(cfg: TeachloopConfig, store: PoolStore, console: Console) -> int:
+class Backends:
+    """The models a run loads, each once: the student (probes, evaluation) and the teacher."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self._student: Any = None
+        self._teacher: Any = None
+
+    def student(self) -> Any:
+        if self._student is None:
+            from agents.backends import LocalBackend
+            from agents.batching import CoalescingBackend
+
+            b = make_student_backend(self.cfg.student)
+            if isinstance(b, LocalBackend):
+                b = CoalescingBackend(b, window_s=0.05)
+            b.check()  # a dead endpoint is one clear error now, not ten minutes later
+            self._student = b
+        return self._student
+
+    def teacher(self) -> Any:
+        """The teacher backend: the student's when both name the same local model."""
+        if self._teacher is None:
+            tm, sm = self.cfg.teacher.model, self.cfg.student
+            if (tm.backend, tm.model, tm.base_url) == (sm.backend, sm.model, sm.base_url) \
+                    and tm.backend == "local":
+                self._teacher = self.student()
+            else:
+                from agents.backends import LocalBackend
+                from agents.batching import CoalescingBackend
+
+                b = make_student_backend(tm)
+                if isinstance(b, LocalBackend):
+                    b = CoalescingBackend(b, window_s=0.05)
+                b.check()
+                self._teacher = b
+        return self._teacher
+
+    def frozen_teacher(self) -> Any:
+        """A teacher for online rounds: never the model being trained (a separate instance)."""
+        return self.teacher()
+
+    def close(self) -> None:
+        for b in {id(x): x for x in (self._student, self._teacher) if x is not None}.values():
+            b.close()
+        self._student = self._teacher = None
+
+
+def student_model_path(cfg: Any) -> str | None:
+    """The student's weights for training/evaluation (None: the embedded model)."""
+    m = cfg.student
+    if m.backend != "local":
+        raise UserError("training needs local student weights: set student.backend=local and "
+                        "student.model=PATH (the OpenAI-compatible backend can only probe), "
+                        "or set train.max_steps=0")
+    return None if m.model == "embedded" else m.model
+
+
+# ------------------------------------------------------------------------------ stage bodies
+
+
+def _seed(cfg: Any, store: PoolStore, console: Console) -> int:
     from evals.families import UnknownFamilyError, get_family
 
     new = 0
@@ -89,7 +194,29 @@ def _seed(cfg: TeachloopConfig, store: PoolStore, console: Console) -> int:
     return new
 
 
-def _probe(cfg: TeachloopConfig, store: PoolStore, console: Console) -> int:
+def _teacher(cfg: Any, out: Path, backends: Backends, console: Console) -> dict[str, Any]:
+    from teachloop.generate import RUN_FILE, _uses_llm, loop_config
+    from teachloop.generate import main as generate
+
+    loop = loop_config(cfg)
+    student = backends.student()
+    teacher = backends.teacher() if _uses_llm(loop, list(cfg.seeds.families)) else None
+    res = generate(cfg, out=out, resume=(out / RUN_FILE).exists(), console=console,
+                   student=student, teacher=teacher)
+    summary = {
+        "run_id": res.run_id, "chains": res.chains, "proposals": res.proposals,
+        "accepted": res.accepted, "rejected": res.rejected,
+        "pool_accepted": res.pool_accepted, "pool_rejected": res.pool_rejected,
+        "by_turn": [{"turn": t, "direction": d, **c} for (t, d), c in res.by_turn.items()],
+        "reasons": [{"stage": s, "reason": r, "n": n} for (s, r), n in res.reasons.items()],
+        "chain_ends": res.chain_ends, "pass_rates": res.pass_rates, "wall_s": res.wall_s,
+        "visits": res.visits,
+    }
+    rundir.write_json_atomic(out / rundir.GENERATE_RESULT, summary)
+    return {"proposals": res.proposals, "accepted": res.accepted, "rejected": res.rejected}
+
+
+def _probe(cfg: Any, store: PoolStore, backends: Backends, console: Console) -> int:
     from agents.probe import probe
     from evals.families import get_family
 
@@ -97,8 +224,7 @@ def _probe(cfg: TeachloopConfig, store: PoolStore, console: Console) -> int:
     if not todo:
         console.print("[bold]probe[/] nothing to probe: every item is measured")
         return 0
-    backend = make_student_backend(cfg.student)
-    backend.check()  # a dead endpoint is one clear error now, not ten minutes later
+    backend = backends.student()
 
     def score(item: Item, text: str) -> float:
         return get_family(item.family).score(item, text)
@@ -117,26 +243,189 @@ def _probe(cfg: TeachloopConfig, store: PoolStore, console: Console) -> int:
                             max_tokens=cfg.student.max_tokens)
             store.record_many([(r.item_id, r.attempts, sum(r.rewards)) for r in results])
             bar.advance(task, len(part))
-    backend.close()
     return len(todo)
 
 
-def main(cfg: TeachloopConfig, *, resume: bool = False, console: Console | None = None
-         ) -> RunResult:
-    """Run every stage of this version on ``cfg``; see the module docstring."""
+def eval_bench_name(cfg: Any) -> str:
+    if cfg.eval.bench == "heldout":
+        return "heldout:" + ",".join(cfg.seeds.families)
+    return cfg.eval.bench
+
+
+def _eval(cfg: Any, out: Path, store: PoolStore, which: str, backends: Backends,
+          console: Console) -> dict[str, Any]:
+    from evals.bench import evaluate, save_result
+
+    exclude = {it.id for it in store.query()}
+    if which == "before":
+        model = student_model_path(cfg) or "embedded"
+        backend = getattr(backends.student(), "inner", backends.student())
+        path = out / rundir.EVAL_BEFORE
+    else:
+        model = str(out / rundir.FINAL_MODEL)
+        backend = None
+        path = out / rundir.EVAL_AFTER
+    res = evaluate(model, eval_bench_name(cfg), k=cfg.eval.k, n_items=cfg.eval.n_items,
+                   temperature=cfg.eval.temperature,
+                   max_tokens=cfg.eval.max_tokens or cfg.student.max_tokens, seed=cfg.run.seed,
+                   exclude_ids=exclude, backend=backend, console=console)
+    save_result(res, path)
+    console.print(f"[bold]eval {which}[/] {res.bench}: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in res.metrics.items())
+                  + f" ({res.n_items} items, {res.wall_s:.1f} s)", highlight=False)
+    return dict(res.metrics)
+
+
+def adacurl_settings(cfg: Any, store: PoolStore, console: Console) -> dict[str, Any]:
+    """AdaCuRL's bucket settings for this pool: ``train.num_buckets`` buckets over the items in
+    the fine band; when too few measured items fall in it (a small student scores 0 on most
+    seeds) the band widens to [0, 1] and, if still short, the bucket count drops. Said aloud."""
+    from curriculum.adacurl import AdaCuRLConfig, filter_fine
+
+    base = AdaCuRLConfig()
+    diffs = {it.id: it.difficulty for it in store.query(measured=True) if it.difficulty is not None}
+    k = cfg.train.num_buckets
+    lo, hi = base.fine_low, base.fine_high
+    if len(filter_fine(diffs, lo, hi)) < k:
+        lo, hi = 0.0, 1.0
+        n = len(filter_fine(diffs, lo, hi))
+        if n < k:
+            k = max(1, n)
+        console.print(f"[yellow]note:[/] fewer than {cfg.train.num_buckets} measured items with "
+                      f"difficulty in [{base.fine_low}, {base.fine_high}]; AdaCuRL uses {k} "
+                      f"bucket(s) over [0, 1]", highlight=False)
+    return {"num_buckets": k, "fine_low": lo, "fine_high": hi}
+
+
+def _train(cfg: Any, out: Path, store: PoolStore, backends: Backends, console: Console
+           ) -> dict[str, Any]:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from teachloop.train import main as train_main
+
+    train_dir = out / rundir.TRAIN_DIR
+    last = get_last_checkpoint(str(train_dir)) if train_dir.is_dir() else None
+    if last is None and train_dir.exists():  # killed before the first checkpoint: start over
+        console.print("[yellow]note:[/] no training checkpoint yet; training starts over")
+        shutil.rmtree(train_dir)
+    t = cfg.train
+    adacurl = adacurl_settings(cfg, store, console) if "adacurl" in t.mode else None
+    hook = None
+    if cfg.online.enabled:
+        from teachloop.generate import _uses_llm, loop_config
+        from teachloop.online import make_online_callback
+
+        needs_llm = _uses_llm(loop_config(cfg), list(cfg.seeds.families))
+        teacher = backends.frozen_teacher() if needs_llm else None
+
+        def hook(trainer: Any) -> list[Any]:
+            return [make_online_callback(trainer, cfg, out, teacher=teacher, console=console)]
+
+    extra = {"save_total_limit": 1, **t.args}
+    if cfg.online.enabled:  # the trainer loads the round's variants itself after each round
+        extra.setdefault("pool_refresh_steps", 0)
+    res = train_main(out, mode=t.mode, max_steps=t.max_steps, out=train_dir,
+                     model=student_model_path(cfg), seed=cfg.run.seed,
+                     num_generations=t.num_generations, batch_size=t.batch_size,
+                     max_completion_length=t.max_completion_length,
+                     learning_rate=t.learning_rate, beta=None if t.beta < 0 else t.beta,
+                     save_steps=t.save_steps or t.max_steps, save_final=True,
+                     resume=last is not None, adacurl=adacurl, extra_args=extra,
+                     console=console, trainer_hook=hook)
+    return {"steps": res.steps}
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main(cfg: Any, *, resume: bool = False, console: Console | None = None) -> RunResult:
+    """Run every stage on ``cfg`` (or continue a killed run); see the module docstring."""
     console = console or Console()
     t0 = time.monotonic()
     # ---------------------------------------------------------------- setup
     cfg, out, store = _setup(cfg, resume, console)
-    with store:
-        # ------------------------------------------------------------ seeds
-        seeded = _seed(cfg, store, console)
-        # ------------------------------------------------------------ probe
-        probed = _probe(cfg, store, console)
-        # ------------------------------------------------------------ summary
-        from teachloop.stats import pool_summary, render_summary
+    book = StageBook(out)
+    backends = Backends(cfg)
+    seeded = probed = 0
+    console.print(f"[bold]teachloop run[/] {out}" + (" (resumed)" if resume else "")
+                  + f": {', '.join(s for s in STAGES if not book.done(s))} to do", highlight=False)
 
-        render_summary(pool_summary(store), console)
+    def stage(name: str, enabled: bool, body: Any) -> Any:
+        if book.done(name):
+            console.print(f"[dim]{name}: done earlier ({book.data[name].get('wall_s')} s)[/]")
+            return None
+        if not enabled:
+            book.finish(name, 0.0, skipped=True)
+            return None
+        ts = time.monotonic()
+        info = body() or {}
+        book.finish(name, time.monotonic() - ts, **(info if isinstance(info, dict) else {}))
+        return info
+
+    try:
+        with store:
+            # -------------------------------------------------------- seeds
+            stage("seeds", True, lambda: {"new": _seed(cfg, store, console)})
+            # -------------------------------------------------------- teacher turns
+            stage("teacher", cfg.teacher.max_turns > 0,
+                  lambda: _teacher(cfg, out, backends, console))
+            # -------------------------------------------------------- probe the rest
+            info = stage("probe", True, lambda: {"probed": _probe(cfg, store, backends, console)})
+            probed = (info or {}).get("probed", 0)
+            # -------------------------------------------------------- pool summary
+            from teachloop.stats import pool_summary, render_summary
+
+            render_summary(pool_summary(store), console)
+            training = cfg.train.max_steps > 0
+            # -------------------------------------------------------- eval before
+            stage("eval_before", cfg.eval.enabled and training,
+                  lambda: _eval(cfg, out, store, "before", backends, console))
+            # -------------------------------------------------------- train
+            if training and not book.done("train"):
+                backends.close()  # free the probe model's memory and threads for training
+            stage("train", training, lambda: _train(cfg, out, store, backends, console))
+            # -------------------------------------------------------- eval after
+            stage("eval_after", cfg.eval.enabled and training,
+                  lambda: _eval(cfg, out, store, "after", backends, console))
+            _print_eval(out, console)
+        # ------------------------------------------------------------ export
+        stage("export", cfg.export.enabled, lambda: _export(cfg, out, console))
+        # ------------------------------------------------------------ report
+        stage("report", cfg.report.enabled, lambda: _report(cfg, out, console))
+    finally:
+        backends.close()
     wall = time.monotonic() - t0
     console.print(f"[bold green]done[/] in {wall:.1f} s; run directory {out}")
-    return RunResult(out=out, seeded=seeded, probed=probed, wall_s=wall)
+    return RunResult(out=out, seeded=seeded, probed=probed, wall_s=wall, stages=book.data)
+
+
+def _export(cfg: Any, out: Path, console: Console) -> dict[str, Any]:
+    from teachloop.export import export
+
+    res = export(out, fmt=cfg.export.format, console=console)
+    return {"rows": res.n_rows}
+
+
+def _report(cfg: Any, out: Path, console: Console) -> dict[str, Any]:
+    from teachloop.report import build_report
+
+    res = build_report(out, screenshot=cfg.report.screenshot, console=console)
+    console.print(f"[bold]report[/] {res.html}")
+    return {"html": str(res.html)}
+
+
+def _print_eval(out: Path, console: Console) -> None:
+    before = rundir.read_json(out / rundir.EVAL_BEFORE)
+    after = rundir.read_json(out / rundir.EVAL_AFTER)
+    if not before or not after:
+        return
+    t = Table(title=f"eval on {before.get('bench')} ({before.get('n_items')} held-out items, "
+              f"k={before.get('k')})", title_justify="left", box=None)
+    for col in ("metric", "before", "after", "Δ"):
+        t.add_column(col, justify="left" if col == "metric" else "right")
+    for k, b in before.get("metrics", {}).items():
+        a = after.get("metrics", {}).get(k)
+        if a is None:
+            continue
+        t.add_row(k, f"{b:.3f}", f"{a:.3f}", f"{a - b:+.3f}")
+    console.print(t)

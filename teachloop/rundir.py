@@ -29,7 +29,7 @@ not run yet, never an error).
 EvalResult JSON (evals/bench.py writes it, report/study read it)::
 
     {"bench": str, "model": str, "k": int, "n_items": int, "temperature": float,
-     "max_tokens": int, "metrics": {"pass@1": float, "pass@k": float, "avg@k": float},
+     "max_tokens": int, "metrics": {"pass@1": float, "pass@<k>": float, "avg@k": float},
      "per_item": [{"id": str, "n": int, "c": int}], "wall_s": float}
 """
 

@@ -140,6 +140,7 @@ def main(
     adacurl: dict[str, Any] | None = None,
     extra_args: dict[str, Any] | None = None,
     console: Console | None = None,
+    trainer_hook: Any = None,
 ) -> TrainResult:
     """Train on the pool at ``pool`` (a run directory or pool URL); see the module docstring."""
     console = console or Console()
@@ -164,6 +165,7 @@ def main(
         last_ckpt = get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None
         if last_ckpt is None:
             raise UserError(f"--resume: no checkpoint in {out_dir} (train with --save-steps N)")
+        _truncate_log(out_dir / LOG_FILE, int(Path(last_ckpt).name.rsplit("-", 1)[1]))
     elif (out_dir / LOG_FILE).exists():
         raise UserError(f"{out_dir} already holds a training run; pass --resume to continue it "
                         "or choose another --out")
@@ -207,6 +209,8 @@ def main(
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # our callback prints one line per step instead
+    for cb in (trainer_hook(trainer) if trainer_hook is not None else []):
+        trainer.add_callback(cb)
     console.print(f"[bold]train[/] mode {mode}, {len(data)} items, model {Path(model).name}, "
                   f"G={num_generations}, batch {batch_size}, {max_completion_length} tokens, "
                   f"beta {beta}; out {out_dir}")
@@ -223,6 +227,24 @@ def main(
     console.print(f"[bold green]done[/] {trainer.state.global_step} steps in {wall:.1f} s; {out_dir}")
     return TrainResult(out=out_dir, steps=trainer.state.global_step, wall_s=wall,
                        history=trainer.history, logs=list(trainer.state.log_history))
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log records past ``step`` (the checkpoint a resumed run restarts from), so the
+    re-run steps are not logged twice."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a line torn by the kill
+        if isinstance(rec, dict) and rec.get("step", 0) <= step:
+            keep.append(line)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(k + "\n" for k in keep))
+    os.replace(tmp, path)
 
 
 def train_command(

@@ -113,6 +113,10 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         self.merge_log: list[MergeEvent] = []
         self.history: list[dict[str, Any]] = []  # one record per training generation batch
         self._last_rewards: torch.Tensor | None = None
+        self._last_completions: list[str] | None = None
+        # newest rollout of each item: (completion texts, accuracy rewards, global step); the
+        # online teacher reads these as the student's performance summary (teachloop/online.py)
+        self.rollouts: dict[str, tuple[list[str], list[float], int]] = {}
         self._generations = 0
         if reward_funcs is None:
             fmt = args.adacurl().format_steps
@@ -161,6 +165,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._last_rewards = rewards_per_func  # gathered over processes: (global rows, funcs)
+        self._last_completions = [_completion_text(c) for c in completions]  # this process's rows
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
@@ -189,7 +194,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         t0 = time.perf_counter()
         if self.args.pool_refresh_steps and self._generations \
                 and self._generations % self.args.pool_refresh_steps == 0:
-            self._refresh_items()
+            self.refresh_items()
         # ---- bind: the items of this batch are drawn now, from the current active set
         n_groups = self.args.generation_batch_size // G
         ids = self.item_sampler.draw(n_groups, self.active_ids())
@@ -289,6 +294,10 @@ class CurriculumGRPOTrainer(GRPOTrainer):
     def _record(self, ids: Sequence[str], acc: Sequence[Sequence[float]]) -> None:
         if self.accelerator.is_main_process:
             self.data.record([(i, len(a), float(sum(a))) for i, a in zip(ids, acc)])
+        texts, G = self._last_completions, self.num_generations
+        if texts is not None and len(texts) == len(ids) * G:  # one process: texts are all rows
+            for g, (i, a) in enumerate(zip(ids, acc)):
+                self.rollouts[i] = (texts[g * G:(g + 1) * G], list(a), self.state.global_step)
 
     def _reset_reference(self) -> bool:
         """π_ref ← π_θ: TRL's reference sync with α = 1 (AdaCuRL's adaptive reference)."""
@@ -298,7 +307,9 @@ class CurriculumGRPOTrainer(GRPOTrainer):
                                                self.ref_model, 1.0)
         return True
 
-    def _refresh_items(self) -> None:
+    def refresh_items(self) -> list[str]:
+        """Load items the pool gained (e.g. from a teacher round); AdaCuRL buckets them by
+        difficulty. Returns the new ids."""
         new = self.data.refresh()
         if new and self.scheduler is not None:
             cfg = self.scheduler.config
@@ -306,6 +317,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
                 filter_fine(self.data.difficulties(it.id for it in new), cfg.fine_low, cfg.fine_high))
             if placed and self.accelerator.is_main_process:
                 self.data.store.set_bucket(list(placed.items()))
+        return [it.id for it in new]
 
     def _log_step(self, ids: Sequence[str], informative: float, informative_rolled: float,
                   overhead_s: float, extra: dict[str, float],
@@ -368,6 +380,15 @@ class CurriculumGRPOTrainer(GRPOTrainer):
                              "CurriculumGRPOTrainer, so the curriculum cannot resume from it")
         with open(path) as f:
             self.load_curriculum_state_dict(json.load(f))
+
+
+def _completion_text(c: Any) -> str:
+    """A completion as TRL hands it to reward functions: text, or a list of messages."""
+    if isinstance(c, str):
+        return c
+    if isinstance(c, list) and c and isinstance(c[-1], dict):
+        return str(c[-1].get("content", ""))
+    return str(c)
 
 
 # --- batch surgery (module level: tested directly) -----------------------------------
