@@ -370,11 +370,16 @@ class PoolStore:
         """Atomically add ``attempts`` and ``successes`` (sum of rewards) to an item."""
         self.record_many([(item_id, attempts, successes)])
 
-    def record_many(self, updates: Iterable[tuple[str, int, float]]) -> int:
+    def record_many(self, updates: Iterable[tuple[str, int, float]], *,
+                    once_key: str | None = None) -> int:
         """Apply many ``(id, attempts, successes)`` increments in one transaction.
 
         p = successes / attempts and difficulty = 1 - p are recomputed in SQL.
         Returns the number of items updated (unknown ids are ignored).
+
+        ``once_key``: apply these increments at most once per key. The key is stored in the
+        meta table in the same transaction, so a batch re-recorded after a crash (e.g. the
+        trainer re-running the steps after its last checkpoint) is not counted twice.
         """
         ups = []
         for iid, a, s in updates:
@@ -384,6 +389,11 @@ class PoolStore:
         if not ups:
             return 0
         with self._write() as c:
+            if once_key is not None:
+                key = "once:" + once_key
+                if c.execute("SELECT 1 FROM meta WHERE key = ?", (key,)).fetchone():
+                    return 0
+                c.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(time.time())))
             before = c.total_changes
             c.executemany(
                 """

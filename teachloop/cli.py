@@ -40,12 +40,14 @@ from teachloop.train import train_command  # noqa: E402
 from evals.bench import eval_command  # noqa: E402
 from teachloop.export import export_command  # noqa: E402
 from teachloop.report import report_command  # noqa: E402
+from teachloop.study import study_command  # noqa: E402
 
 app.command("generate")(generate_command)
 app.command("train")(train_command)
 app.command("eval")(eval_command)
 app.command("export")(export_command)
 app.command("report")(report_command)
+app.command("study")(study_command)
 
 PresetOpt = Annotated[Optional[str], typer.Option(
     "--preset", help="a preset from configs/ (quickstart, smoke, ...)")]

@@ -798,9 +798,9 @@ def build_report(run_dir: str | os.PathLike[str], *, out: str | os.PathLike[str]
     res = ReportResult(html=html_path, pngs=list(page.pngs), screenshot=shot,
                        sections=dict(page.sections), screenshot_note=note if shot is None else "")
     if console is not None:
-        console.print(f"[bold]report[/] {len(res.present)}/{len(SECTIONS)} sections with data "
-                      f"({', '.join(res.missing) or 'none'} not run yet) in "
-                      f"{time.monotonic() - t0:.1f} s", highlight=False)
+        missing = f" ({', '.join(res.missing)}: not run yet)" if res.missing else ""
+        console.print(f"[bold]report[/] {len(res.present)}/{len(SECTIONS)} sections with data"
+                      f"{missing} in {time.monotonic() - t0:.1f} s", highlight=False)
     return res
 
 
@@ -964,7 +964,7 @@ def report_command(
     for p in res.pngs:
         console.print(f"plot        {p}", highlight=False)
     console.print(f"screenshot  {res.screenshot}" if res.screenshot is not None
-                  else f"screenshot  none ({res.screenshot_note})", highlight=False)
+                  else f"screenshot  {res.screenshot_note}", highlight=False)
 
 
 def _standalone() -> None:  # python -m teachloop.report RUN_DIR (until the CLI registers it)

@@ -262,3 +262,16 @@ def test_two_processes_insert_concurrently(tmp_path):
     assert len(store) == overlap + 2 * (n - overlap)
     shared0 = store.get(item_id("math.word", "shared 0"))
     assert shared0.attempts == 2 * (n // 50)  # no lost update
+
+
+def test_record_many_once_key_counts_a_batch_once(tmp_path):
+    from curriculum.items import Item
+
+    store = open_pool(tmp_path)
+    it = Item(family="math.test", prompt="1+1?", answer="2")
+    store.insert(it)
+    assert store.record_many([(it.id, 4, 1.0)], once_key="train:s1:c0") == 1
+    assert store.record_many([(it.id, 4, 1.0)], once_key="train:s1:c0") == 0  # replayed batch
+    assert store.record_many([(it.id, 4, 3.0)], once_key="train:s2:c0") == 1
+    got = store.get(it.id)
+    assert (got.attempts, got.successes) == (8, 4.0) and got.p == 0.5

@@ -145,19 +145,23 @@ def test_eval_delta_table(full_run, full_report):
     assert "+0.125" in sec and "+0.000" in sec and "+0.062" in sec
 
 
-def test_pool_only_run_renders_not_run_yet_notes(tmp_path):
+def test_pool_only_run_renders_not_run_yet_notes(tmp_path, monkeypatch):
+    import teachloop.report as report
+
     _pool(tmp_path)
-    res = build_report(tmp_path, screenshot=False)
+    monkeypatch.setattr(report, "find_chromium", lambda: None)  # as on a host without it
+    res = build_report(tmp_path)
     text = _html(res)
     assert set(res.missing) == {"timeline", "rewards", "eval"}
     assert text.count("not run yet") >= 4  # config, stages, timeline, rewards, eval
     assert {p.name for p in res.pngs} == {"yield.png", "pass_rates.png"}
-    assert res.screenshot is None and "no-screenshot" in text
+    assert res.screenshot is None and "Chromium is not installed" in text
+    assert "Chromium is not installed" in res.screenshot_note
 
 
 def test_empty_and_missing_run_dirs(tmp_path):
     res = build_report(tmp_path, out=tmp_path / "r", screenshot=False)
-    assert res.present == [] and res.pngs == []
+    assert res.present == [] and res.pngs == [] and "no-screenshot" in _html(res)
     assert res.html == tmp_path / "r" / "index.html" and "not run yet" in _html(res)
     with pytest.raises(UserError, match="no run directory"):
         report_command(tmp_path / "nope")

@@ -108,9 +108,10 @@ class PoolData:
         return {i: float(self.items[i].difficulty) for i in ids
                 if self.items[i].difficulty is not None}
 
-    def record(self, updates: Sequence[tuple[str, int, float]]) -> int:
-        """Add ``(id, attempts, successes)`` to the pool in one transaction."""
-        return self.store.record_many([u for u in updates if u[0] != _SLOT_ID])
+    def record(self, updates: Sequence[tuple[str, int, float]], once_key: str | None = None) -> int:
+        """Add ``(id, attempts, successes)`` to the pool in one transaction (at most once per
+        ``once_key``, see ``PoolStore.record_many``)."""
+        return self.store.record_many([u for u in updates if u[0] != _SLOT_ID], once_key=once_key)
 
     def ensure(self, item_ids: Iterable[str]) -> None:
         """Load items by id that are not held yet (a resumed run's buckets may name items

@@ -46,8 +46,8 @@ Where this departs from the papers or from TRL:
 - The pass over the active set is uniform (AdaCuRL samples D_c uniformly); Re-AdaCuRL
   (re-estimate and re-bucket after a pass) is available in ``curriculum/adacurl.py`` but the
   trainer does not trigger it.
-- Pool stats are written when a batch is scored; after a crash, steps past the last
-  checkpoint are re-run and counted again (the pool cannot un-count).
+- Pool stats are written when a batch is scored, at most once per (output dir, step, call):
+  steps re-run after a resume from a checkpoint are not counted again in the pool.
 
 Not covered: VCRL with several training processes (the config refuses it); multimodal
 batches (the splice refuses unknown keys); PEFT with AdaCuRL's reference reset (TRL has no
@@ -292,12 +292,18 @@ class CurriculumGRPOTrainer(GRPOTrainer):
                 [tot[g * G:(g + 1) * G].tolist() for g in range(n_groups)])
 
     def _record(self, ids: Sequence[str], acc: Sequence[Sequence[float]]) -> None:
+        step = self.state.global_step
+        self._record_calls = self._record_calls + 1 if getattr(self, "_record_step", None) == step else 0
+        self._record_step = step
         if self.accelerator.is_main_process:
-            self.data.record([(i, len(a), float(sum(a))) for i, a in zip(ids, acc)])
+            # once per (run, step, call): steps re-run after a resume are not counted twice
+            key = f"train:{os.path.abspath(self.args.output_dir)}:s{step}:c{self._record_calls}"
+            self.data.record([(i, len(a), float(sum(a))) for i, a in zip(ids, acc)], once_key=key)
         texts, G = self._last_completions, self.num_generations
         if texts is not None and len(texts) == len(ids) * G:  # one process: texts are all rows
             for g, (i, a) in enumerate(zip(ids, acc)):
-                self.rollouts[i] = (texts[g * G:(g + 1) * G], list(a), self.state.global_step)
+                # stamped with the step this batch trains (global_step counts finished steps)
+                self.rollouts[i] = (texts[g * G:(g + 1) * G], list(a), self.state.global_step + 1)
 
     def _reset_reference(self) -> bool:
         """π_ref ← π_θ: TRL's reference sync with α = 1 (AdaCuRL's adaptive reference)."""
