@@ -396,7 +396,7 @@ class LocalBackend(ChatBackend):
 
         self.load()
         tok, model = self.tokenizer, self.model
-        texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+        texts = [tok.apply_chat_template(c, tokenize=False, **_template_kwargs(c)) for c in conversations]
         eos = model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         eos_ids.add(tok.eos_token_id)
@@ -440,6 +440,17 @@ class LocalBackend(ChatBackend):
 
 
 # ----------------------------------------------------------- OpenAI-compatible backend
+
+
+def continues(conversation: Conversation) -> bool:
+    """True when the conversation ends in an assistant message to be continued (prefill)."""
+    return bool(conversation) and conversation[-1].get("role") == "assistant"
+
+
+def _template_kwargs(conversation: Conversation) -> dict[str, Any]:
+    if continues(conversation):
+        return {"continue_final_message": True, "add_generation_prompt": False}
+    return {"add_generation_prompt": True}
 
 
 def _env(*names: str) -> str | None:
@@ -692,8 +703,15 @@ class OpenAIBackend(ChatBackend):
             sampling["stop"] = list(stop)
         if extra:
             sampling["extra_body"] = extra
+        def for_(c: Conversation) -> dict[str, Any]:
+            if not continues(c):
+                return sampling
+            # an assistant prefill: vLLM's chat API continues it with these two flags
+            body = {**sampling.get("extra_body", {}), **_template_kwargs(c)}
+            return {**sampling, "extra_body": body}
+
         return await _gather_fail_fast(
-            [self._one_conversation([dict(m) for m in c], n, sampling, stop) for c in conversations]
+            [self._one_conversation([dict(m) for m in c], n, for_(c), stop) for c in conversations]
         )
 
 

@@ -55,6 +55,9 @@ class TeacherLoopConfig:
     shingle_size: int = _f(3, "words per shingle for near-duplicate detection")
     prompts_dir: str = _f("", "directory overriding packaged prompt templates (same layout as "
                               "prompts/: <group>/<kind>.md); empty = the packaged ones")
+    prefill: bool = _f(True, "start the teacher's answer with its format's first tag (the "
+                             "template's 'prefill'; transformers and vLLM continue the message): "
+                             "small teachers then keep to the format far more often")
     summary_examples: int = _f(2, "solved and failed attempts (each) shown to the teacher")
     summary_chars: int = _f(400, "each attempt shown to the teacher is cut to this many characters")
     teacher_temperature: float = _f(0.7, "teacher sampling temperature")

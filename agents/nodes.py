@@ -221,10 +221,16 @@ async def propose(chain: ChainState, runtime: Runtime[LoopContext]
     turn_kind = "first" if head.id == chain.get("start_id") else direction
     messages, version = ctx.prompts.render(head, turn_kind, summary=chain["summary_text"],
                                            direction=direction)
+    pre = ctx.prompts.prefill(head, turn_kind) if cfg.prefill else ""
+    if pre:  # the answer starts with the format's first tag; the backend continues it
+        messages = [*messages, {"role": "assistant", "content": pre}]
     out = await ctx.teacher.agenerate([messages], n=1, temperature=cfg.teacher_temperature,
                                       max_tokens=cfg.teacher_max_tokens)
-    return _to("parse", chain, kind=kind, teacher=ctx.teacher_name, prompt_version=version,
-               raw=out[0][0].text)
+    text = out[0][0].text
+    # a continuation lacks the prefilled opening tag; a server that cannot continue a message
+    # answers anew (with its own opening tag): keep that text as it is
+    raw = pre + text if pre and pre not in text else text
+    return _to("parse", chain, kind=kind, teacher=ctx.teacher_name, prompt_version=version, raw=raw)
 
 
 def parse(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal["validate", "record"]]:

@@ -401,6 +401,7 @@ class PromptTemplate:
     version: str  # the recorded prompt version: name@version#hash
     system: str
     body: str  # with rules and format filled in; {{current}} {{summary}} {{direction}} left
+    prefill: str = ""  # the start of the teacher's answer (front matter ``prefill``), e.g. "<problem>"
 
     def render(self, **values: str) -> list[dict[str, str]]:
         missing = [s for s in FILL_SLOTS if s in self.slots and s not in values]
@@ -477,9 +478,11 @@ class PromptLibrary:
             raise PromptError(f"{rel}: unknown placeholders {sorted(unknown)}")
         static = {"rules": self._rules(key[0]), "format": self._read(f"{group}/format.md").strip()}
         body = _PLACEHOLDER.sub(lambda m: static.get(m.group(1), m.group(0)), body).strip() + "\n"
-        digest = hashlib.sha256((meta.get("system", "") + "\x00" + body).encode()).hexdigest()[:8]
+        prefill = meta.get("prefill", "")
+        digest = hashlib.sha256((meta.get("system", "") + "\x00" + body + "\x00" + prefill
+                                 ).encode()).hexdigest()[:8]
         tpl = PromptTemplate(name=f"{group}/{kind}", version=f"{group}/{kind}@{meta['version']}#{digest}",
-                             system=meta.get("system", ""), body=body)
+                             system=meta.get("system", ""), body=body, prefill=prefill)
         self._cache[key] = tpl
         return tpl
 
@@ -488,3 +491,7 @@ class PromptLibrary:
         """(chat messages, prompt version) asking for a ``direction`` rewrite of ``item``."""
         tpl = self.template(target_family(item.family), kind)
         return tpl.render(current=render_item(item), summary=summary, direction=direction), tpl.version
+
+    def prefill(self, item: Item, kind: str) -> str:
+        """The template's answer prefix (assistant prefill), "" when it has none."""
+        return self.template(target_family(item.family), kind).prefill

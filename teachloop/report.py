@@ -598,17 +598,18 @@ def _timeline(run: _Run, page: _Page) -> bool:
                       label="bucket merge" if i == 0 and a is ax else None)
         for r in rounds:
             s = _num(r["step"])
-            a.axvspan(s - 0.35, s + 0.35, color="#8e44ad", alpha=0.18, lw=0)
+            # a round runs after step s, before step s + 1: shade the gap between them
+            a.axvspan(s + 0.15, s + 0.85, color="#8e44ad", alpha=0.18, lw=0)
     # Round labels sit in the headroom above 1.0: horizontal and staggered on two rows while
     # they fit, vertical and small when many rounds would collide.
     box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1}
     for i, r in enumerate(rounds):
         s = _num(r["step"])
         if few:
-            ax.text(s + 0.4, 1.27 if i % 2 == 0 else 1.16, _round_label(r, i), ha="left",
+            ax.text(s + 0.2, 1.27 if i % 2 == 0 else 1.16, _round_label(r, i), ha="left",
                     va="center", fontsize=8, color="#5b2c6f", bbox=box)
         else:
-            ax.text(s, 1.53, _round_label(r, i).replace("teacher round", "round"),
+            ax.text(s + 0.5, 1.53, _round_label(r, i).replace("teacher round", "round"),
                     rotation=90, ha="center", va="top", fontsize=7, color="#5b2c6f", bbox=box)
     if rounds:
         from matplotlib.patches import Patch

@@ -230,10 +230,13 @@ def test_llm_loop_every_node_every_stage_counts_add_up(tmp_path):
         assert 0.01 <= it.p <= 0.97
     assert all(r["prompt_version"].startswith("math/") for r in store.rejections())
     # turn 1 shows the seed ("first" template); later turns the teacher's own newest problem
-    firsts = [p for p in teacher.prompts if "Here is a seed problem" in p[-1]["content"]]
-    later = [p for p in teacher.prompts if "you wrote last time" in p[-1]["content"]]
+    users = [[m for m in p if m["role"] == "user"][-1]["content"] for p in teacher.prompts]
+    firsts = [u for u in users if "Here is a seed problem" in u]
+    later = [u for u in users if "you wrote last time" in u]
     assert len(firsts) >= 4 and later
-    assert any("Your previous proposal was rejected" in p[-1]["content"] for p in teacher.prompts)
+    assert any("Your previous proposal was rejected" in u for u in users)
+    # the answer is prefilled with the format's first tag (assistant prefill)
+    assert all(p[-1] == {"role": "assistant", "content": "<problem>"} for p in teacher.prompts)
     # seeds were measured once, with M attempts
     assert all(it.attempts == 4 for it in store.query(direction="seed"))
 
