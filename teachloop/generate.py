@@ -150,7 +150,8 @@ def _setup(cfg: Any, out: Path | None, resume: bool, console: Console) -> tuple[
     return cfg, out, run_id
 
 
-def _seed(cfg: Any, store: Any, console: Console) -> int:
+def seed_items(cfg: Any, store: Any, console: Console) -> int:
+    """Seed items of ``cfg.seeds`` into the pool (idempotent: content-hash ids); the count new."""
     from evals.families import UnknownFamilyError, get_family
 
     new = 0
@@ -331,7 +332,7 @@ def main(cfg: Any, out: Path | str | None = None, resume: bool = False,
     store = open_pool(out)
     with store:
         # ------------------------------------------------------------ seeds
-        _seed(cfg, store, console)
+        seed_items(cfg, store, console)
         families = [f for f in (loop.families or sorted(store.counts("family"))) if f in family_names()]
         # ------------------------------------------------------------ backends
         needs_teacher = _uses_llm(loop, families)

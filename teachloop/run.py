@@ -178,22 +178,6 @@ def student_model_path(cfg: Any) -> str | None:
 # ------------------------------------------------------------------------------ stage bodies
 
 
-def _seed(cfg: Any, store: PoolStore, console: Console) -> int:
-    from evals.families import UnknownFamilyError, get_family
-
-    new = 0
-    for name in cfg.seeds.families:
-        try:
-            fam = get_family(name)
-        except UnknownFamilyError as e:
-            raise UserError(str(e)) from None
-        items = fam.seeds(cfg.seeds.per_family, seed=cfg.run.seed)
-        new += store.insert_many(items)
-    console.print(f"[bold]seeds[/] {new} new items from {len(cfg.seeds.families)} families "
-                  f"({len(store)} in the pool)")
-    return new
-
-
 def _teacher(cfg: Any, out: Path, backends: Backends, console: Console) -> dict[str, Any]:
     from teachloop.generate import RUN_FILE, _uses_llm, loop_config
     from teachloop.generate import main as generate
@@ -365,7 +349,9 @@ def main(cfg: Any, *, resume: bool = False, console: Console | None = None) -> R
     try:
         with store:
             # -------------------------------------------------------- seeds
-            stage("seeds", True, lambda: {"new": _seed(cfg, store, console)})
+            from teachloop.generate import seed_items
+
+            stage("seeds", True, lambda: {"new": seed_items(cfg, store, console)})
             # -------------------------------------------------------- teacher turns
             stage("teacher", cfg.teacher.max_turns > 0,
                   lambda: _teacher(cfg, out, backends, console))
