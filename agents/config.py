@@ -58,6 +58,11 @@ class TeacherLoopConfig:
     prefill: bool = _f(True, "start the teacher's answer with its format's first tag (the "
                              "template's 'prefill'; transformers and vLLM continue the message): "
                              "small teachers then keep to the format far more often")
+    blockwise: bool = _f(True, "guided decoding by blocks: write each opening tag for the teacher "
+                               "and stop it at the closing tag, one call per block, so the format "
+                               "always holds and only the contents are the teacher's (a 135M "
+                               "teacher keeps no format otherwise); costs one call per block, "
+                               "turn off for a strong teacher")
     summary_examples: int = _f(2, "solved and failed attempts (each) shown to the teacher")
     summary_chars: int = _f(400, "each attempt shown to the teacher is cut to this many characters")
     teacher_temperature: float = _f(0.7, "teacher sampling temperature")

@@ -95,6 +95,7 @@ class Ledger:
         for it in store.query():
             self.index.add(it.id, it.family, it.prompt, it.answer)
         self._slots: dict[str, Recorded] = recorded_slots(store, run_id)
+        self._claims: dict[str, str] = {}  # candidate id -> the slot that probes it (this process)
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -115,6 +116,20 @@ class Ledger:
         if m is not None:
             return "near", f"near duplicate of item {m.item_id} (jaccard {m.jaccard:.2f}, same answer)"
         return None
+
+    def claim(self, slot: str, item: Item) -> tuple[str, str] | None:
+        """Dedup before probing: a duplicate of the pool, or of a candidate another slot has
+        already taken to probing in this process (in flight or probed and rejected: a teacher
+        that copies its example proposes the same item in many chains), else None and the
+        candidate is this slot's."""
+        with self._lock:
+            dup = self.is_duplicate(item)
+            if dup is not None:
+                return dup
+            owner = self._claims.setdefault(item.id, slot)
+            if owner != slot:
+                return "exact", f"exact duplicate of candidate {item.id} already probed ({owner})"
+            return None
 
     def accept(self, slot: str, item: Item) -> Recorded:
         """Insert ``item`` (its metadata carries the slot) unless the slot is recorded or the

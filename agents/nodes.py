@@ -36,7 +36,9 @@ from agents.probe import aprobe
 from agents.state import ChainEnd, ChainState, LoopContext, LoopState, MeasureTask, Outcome, Summary
 from agents.summary import render_summary, stats_only, summarise_attempts
 from agents.teacher import (
+    LINE,
     PROCEDURAL_VERSION,
+    format_blocks,
     parse_proposal,
     target_family,
     teacher_kind_for,
@@ -221,16 +223,52 @@ async def propose(chain: ChainState, runtime: Runtime[LoopContext]
     turn_kind = "first" if head.id == chain.get("start_id") else direction
     messages, version = ctx.prompts.render(head, turn_kind, summary=chain["summary_text"],
                                            direction=direction)
-    pre = ctx.prompts.prefill(head, turn_kind) if cfg.prefill else ""
-    if pre:  # the answer starts with the format's first tag; the backend continues it
-        messages = [*messages, {"role": "assistant", "content": pre}]
-    out = await ctx.teacher.agenerate([messages], n=1, temperature=cfg.teacher_temperature,
-                                      max_tokens=cfg.teacher_max_tokens)
-    text = out[0][0].text
-    # a continuation lacks the prefilled opening tag; a server that cannot continue a message
-    # answers anew (with its own opening tag): keep that text as it is
-    raw = pre + text if pre and pre not in text else text
+    blocks = format_blocks(chain["family"]) if cfg.blockwise else ()
+    if blocks:
+        raw = await _propose_blockwise(ctx, messages, blocks)
+    else:
+        pre = ctx.prompts.prefill(head, turn_kind) if cfg.prefill else ""
+        if pre:  # the answer starts with the format's first tag; the backend continues it
+            messages = [*messages, {"role": "assistant", "content": pre}]
+        out = await ctx.teacher.agenerate([messages], n=1, temperature=cfg.teacher_temperature,
+                                          max_tokens=cfg.teacher_max_tokens)
+        text = out[0][0].text
+        # a continuation lacks the prefilled opening tag; a server that cannot continue a
+        # message answers anew (with its own opening tag): keep that text as it is
+        raw = pre + text if pre and pre not in text else text
     return _to("parse", chain, kind=kind, teacher=ctx.teacher_name, prompt_version=version, raw=raw)
+
+
+async def _propose_blockwise(ctx: LoopContext, messages: list[dict[str, str]],
+                             blocks: tuple[tuple[str, str, int, tuple[str, ...]], ...]) -> str:
+    """Guided decoding by blocks (TeacherLoopConfig.blockwise; agents.teacher.FORMAT_BLOCKS):
+    the loop writes each opening tag, the teacher continues the assistant message and is
+    stopped at the closing tag, at any other tag of the format or at the block's own stops
+    (the block ends there); one call per block, each within its token cap and the shared
+    teacher_max_tokens budget. A block that runs out of tokens ends the text there, unclosed,
+    so the parser rejects it as truncated (a one-line block keeps its first complete line)."""
+    cfg = ctx.config
+    tags = sorted({t for o, c, _, _ in blocks for t in (o.strip(), c)})
+    text, budget = "", cfg.teacher_max_tokens
+    for opening, closing, cap, stops in blocks:
+        if budget <= 0:
+            break
+        text += opening
+        out = await ctx.teacher.agenerate(
+            [[*messages, {"role": "assistant", "content": text}]], n=1,
+            temperature=cfg.teacher_temperature, max_tokens=min(cap, budget),
+            stop=[*tags, *(s for s in stops if s != LINE)])
+        c = out[0][0]
+        budget -= max(1, c.completion_tokens)
+        body, closed = c.text.strip("\n"), c.finish_reason == "stop"
+        if LINE in stops and body:
+            lines = body.split("\n")
+            body, closed = lines[0].strip(), closed or len(lines) > 1
+        if not closed:
+            text += c.text  # out of tokens inside the block: leave it unclosed
+            break
+        text += body + ("\n" if opening.endswith("\n") else "") + closing
+    return text
 
 
 def parse(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal["validate", "record"]]:
@@ -256,10 +294,11 @@ def validate(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Litera
 
 
 def dedup(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal["probe", "record"]]:
-    """Exact and near-duplicate removal against the pool (agents/dedup.py), before probing."""
+    """Exact and near-duplicate removal against the pool (agents/dedup.py) and against the
+    candidates other chains already took to probing, before probing."""
     ctx = runtime.context
     ctx.visit("dedup")
-    dup = ctx.ledger.is_duplicate(Item.from_dict(chain["candidate"]))
+    dup = ctx.ledger.claim(chain["slot"], Item.from_dict(chain["candidate"]))
     if dup is not None:
         return _reject(chain, "dedup", dup[1])
     return _to("probe", chain)

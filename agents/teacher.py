@@ -69,6 +69,31 @@ def group_of(family: str) -> str | None:
     return None
 
 
+# Guided decoding by blocks (TeacherLoopConfig.blockwise): (opening, closing, max tokens, stops)
+# of each block of a group's format, in order. The loop writes each opening itself and stops
+# the teacher at the closing string, at any other tag of the format, at the block's own stops
+# or at its token cap; "line" marks a one-line block, whose first non-empty line is kept. The
+# output then always has the format and only the contents are sampled. code_exec asks for
+# five inputs, as its template does.
+LINE = "line"
+FORMAT_BLOCKS: dict[str, tuple[tuple[str, str, int, tuple[str, ...]], ...]] = {
+    "math": (("<problem>\n", "</problem>", 160, ("\n\n",)),
+             ("\n<program>\n", "</program>", 160, ()),
+             ("\n<answer>\n", "</answer>", 24, (LINE,))),
+    "code_exec": (("<code>\n", "</code>", 256, ()),
+                  *((("\n<input>", "</input>", 48, (LINE,)),) * 5),
+                  ("\n<message>\n", "</message>", 64, ("\n\n",))),
+    "code_gen": (("<prompt>\n", "</prompt>", 200, ()), ("\n<solution>\n", "</solution>", 320, ()),
+                 ("\n<tests>\n", "</tests>", 320, ()),
+                 ("\n<entry_point>", "</entry_point>", 12, (LINE,))),
+}
+
+
+def format_blocks(family: str) -> tuple[tuple[str, str, int, tuple[str, ...]], ...]:
+    """The blocks of ``family``'s teacher output format (empty when it has no llm format)."""
+    return FORMAT_BLOCKS.get(group_of(target_family(family)) or "", ())
+
+
 def target_family(family: str) -> str:
     """The family an llm proposal for a ``family`` item is validated as (math.rg.* -> math.word:
     reasoning-gym generators take no text proposals; a rewrite is a word problem with a

@@ -11,7 +11,8 @@ direction follows which pass rate) exactly. The embedded-model runs are in test_
   "What is 3 + 4?") by evaluating them, correctly with a probability that falls with the
   number of operators (1 op: 1.0, 2: 0.75, 3: 0.5, 4: 0.25, more: 0.0), drawn from a hash of
   (prompt, attempt) so results do not depend on batching or timing.
-- ``ScriptedTeacher`` answers each teacher prompt with the next text of a script.
+- ``ScriptedTeacher`` writes the next text of a script for each proposal (continuing a
+  prefilled or block-by-block answer the way a model would).
 """
 
 from __future__ import annotations
@@ -79,7 +80,14 @@ class ArithmeticStudent(ChatBackend):
 
 
 class ScriptedTeacher(ChatBackend):
-    """Returns the texts of ``script`` in order (cycling), one per conversation."""
+    """Writes the texts of ``script`` in order (cycling), one per proposal, like a model would.
+
+    A conversation that ends in an assistant message (prefill, or guided decoding by blocks)
+    is continued: the answer is the script text after that prefix, cut at the first stop
+    string (OpenAI semantics: "stop" when one was found, else "length"). A prefix that opens a
+    new answer (no closing tag in it) takes the next script text; later blocks of the same
+    conversation continue the same text.
+    """
 
     name = "scripted-teacher"
 
@@ -88,6 +96,24 @@ class ScriptedTeacher(ChatBackend):
         self.delay_s = delay_s
         self.i = 0
         self.prompts: list[list[dict]] = []
+        self._current: dict[str, str] = {}  # conversation (without the prefix) -> its script text
+
+    def _answer(self, conv: Sequence, stop: Sequence[str] | None) -> Completion:
+        prefix = conv[-1]["content"] if conv and conv[-1]["role"] == "assistant" else None
+        key = repr([m for m in conv if m is not conv[-1] or prefix is None])
+        if prefix is None or "</" not in prefix or key not in self._current:
+            self._current[key] = self.script[self.i % len(self.script)]
+            self.i += 1
+        text = self._current[key]
+        if prefix is None:
+            return Completion(text, 100, 50, "stop")
+        start = text.find(prefix.split("\n")[0]) if prefix.strip() else 0
+        body = text[start:] if start >= 0 else text
+        cont = body[len(prefix):] if body.startswith(prefix) else body
+        cut = min((j for j in (cont.find(s) for s in stop or () if s) if j >= 0), default=-1)
+        if cut >= 0:
+            return Completion(cont[:cut], 100, max(1, cut // 4), "stop")
+        return Completion(cont, 100, max(1, len(cont) // 4), "length")
 
     async def agenerate(self, conversations: Sequence, *, n: int = 1, **kw) -> list[list[Completion]]:
         if self.delay_s:
@@ -95,11 +121,7 @@ class ScriptedTeacher(ChatBackend):
         out = []
         for conv in conversations:
             self.prompts.append(list(conv))
-            comps = []
-            for _ in range(n):
-                comps.append(Completion(self.script[self.i % len(self.script)], 100, 50, "stop"))
-                self.i += 1
-            out.append(comps)
+            out.append([self._answer(conv, kw.get("stop")) for _ in range(n)])
         return out
 
 
