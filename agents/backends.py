@@ -518,6 +518,13 @@ class OpenAIBackendConfig:
     extra_body: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "extra JSON fields sent with every request (server-specific)"}
     )
+    tokenizer: str | None = field(
+        default=None,
+        metadata={"help": "a local HF tokenizer path: a conversation that ends in an assistant message "
+                          "(a prefill) is rendered here with its chat template and continued through "
+                          "/v1/completions, for servers that cannot continue a chat message "
+                          "(llama.cpp); None: the chat API with continue_final_message (vLLM)"},
+    )
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url or _env("TEACHLOOP_OPENAI_BASE_URL", "OPENAI_BASE_URL")
@@ -552,6 +559,7 @@ class OpenAIBackend(ChatBackend):
         self.requests = 0  # requests sent (first tries and retries)
         # Set once a native n>1 request came back short (llama.cpp's server ignores n).
         self.server_ignores_n = config.n_mode == "fanout"
+        self._tokenizer: Any = None  # loaded on first use, see _render
         # The SDK client and the semaphore belong to one event loop each.
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, asyncio.Semaphore]] = (
             weakref.WeakKeyDictionary()
@@ -615,16 +623,41 @@ class OpenAIBackend(ChatBackend):
                 pass
         return delay
 
+    def _render(self, messages: list[Message]) -> str | None:
+        """The raw prompt continuing the final assistant message, rendered with the local
+        tokenizer's chat template (config.tokenizer), or None: the chat API is used."""
+        if not self.config.tokenizer or not continues(messages):
+            return None
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(self.config.tokenizer)
+            except (OSError, ValueError) as e:
+                raise BackendUnavailable(f"cannot load tokenizer {self.config.tokenizer!r}: {_one_line(e)}") from e
+        return self._tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+
     async def _create(self, messages: list[Message], n: int, sampling: dict[str, Any]) -> Any:
-        """One chat-completions request with our retry loop; raises BackendRequestFailed."""
+        """One chat-completions request (a completions request for a prompt rendered here,
+        see ``_render``) with our retry loop; raises BackendRequestFailed."""
         import openai
 
         client, sem = self._client()
+        prompt = self._render(messages)
+        if prompt is not None:
+            body = {k: v for k, v in sampling.get("extra_body", {}).items()
+                    if k not in ("continue_final_message", "add_generation_prompt")}
+            sampling = {**{k: v for k, v in sampling.items() if k != "extra_body"},
+                        **({"extra_body": body} if body else {})}
         attempt = 0
         while True:
             try:
                 async with sem:
                     self.requests += 1
+                    if prompt is not None:
+                        return await client.completions.create(
+                            model=self.model, prompt=prompt, n=n, **sampling  # type: ignore[arg-type]
+                        )
                     return await client.chat.completions.create(
                         model=self.model, messages=messages, n=n, **sampling  # type: ignore[arg-type]
                     )
@@ -657,7 +690,7 @@ class OpenAIBackend(ChatBackend):
             usage = resp.usage
             prompt = usage.prompt_tokens if usage else 0
             total = usage.completion_tokens if usage else 0
-            texts = [(c.message.content or "") for c in choices]
+            texts = [(c.message.content if hasattr(c, "message") else c.text) or "" for c in choices]
             weights = [max(len(t), 1) for t in texts]
             for c, text, w in zip(choices, texts, weights, strict=True):
                 count = total if len(choices) == 1 else round(total * w / sum(weights))

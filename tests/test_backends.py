@@ -290,6 +290,20 @@ def test_server_n_greater_than_one(llama_server):
     backend.close()
 
 
+def test_server_continues_a_prefill_through_completions(llama_server, model_dir):
+    """llama.cpp's chat API answers a conversation ending in an assistant message anew; with a
+    local tokenizer the backend renders the template here and continues it via /v1/completions
+    (the prompt then has no new assistant header: fewer prompt tokens than the chat request)."""
+    conv = [{"role": "user", "content": "Count from one to ten in words."},
+            {"role": "assistant", "content": "one, two, three,"}]
+    chat = server_backend(llama_server).generate([conv], max_tokens=8, temperature=0)[0][0]
+    backend = server_backend(llama_server, tokenizer=str(model_dir))
+    cont = backend.generate([conv], max_tokens=8, temperature=0, stop=["ten"])[0][0]
+    assert cont.prompt_tokens < chat.prompt_tokens
+    assert "four" in cont.text.lower() and "ten" not in cont.text
+    backend.close()
+
+
 def test_probe_against_server_runs_concurrently(llama_server):
     backend = server_backend(llama_server, max_concurrency=8)
     items = [Item(id=f"s{i}", prompt=f"What is {i} times 2?") for i in range(4)]

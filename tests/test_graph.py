@@ -472,7 +472,7 @@ def test_llm_teacher_on_loopback_server(tmp_path, llama_server):
         "seeds.families=[math.rg.chain_sum]", "seeds.per_family=8", "teacher.kind=llm",
         "teacher.max_turns=2", "teacher.in_band=easier", "probe.attempts=2",
         "student.max_tokens=8", "teacher.model.max_tokens=200", "teacher.model.temperature=0.3",
-        "teacher.model.backend=openai",
+        "teacher.model.backend=openai", "teacher.model.tokenizer=embedded",
         f"teacher.model.base_url={llama_server.base_url}"], cls=GenerateConfig)
     res = main(cfg, out=tmp_path / "run", console=Console(record=True, width=120))
     assert res.chains == 8
