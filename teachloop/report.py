@@ -495,20 +495,28 @@ def _lineage(run: _Run, page: _Page, n_chains: int = 3) -> bool:
         start = [by_id[root]] if root in by_id else [
             it for it in trees[root] if it.parent_id not in by_id]
 
-        def walk(it: Any, depth: int) -> None:
-            if len(rows) >= MAX_CHAIN_ROWS:
+        shown: set[str] = set()
+
+        def walk(it: Any, depth: int, via: str = "") -> None:
+            if len(rows) >= MAX_CHAIN_ROWS or it.id in shown:
                 return
+            shown.add(it.id)
             text = re.sub(r"\n\s*\n", "\n", it.prompt.strip())  # blank lines cost height
             prompt = text if len(text) <= PROMPT_CHARS else text[:PROMPT_CHARS] + "…"
             p = "—" if it.p is None else f"{it.p:.2f} ({it.attempts})"
             arrow = "&nbsp;&nbsp;" * depth + ("↳ " if depth else "")
-            rows.append([it.turn, arrow + e(it.direction), p, it.id,
+            rows.append([it.turn, arrow + e(it.direction) + via, p, it.id,
                          f'<td class="prompt">{e(prompt)}</td>'])
             for child in sorted(kids.get(it.id, []), key=lambda c: (c.turn, c.id)):
                 walk(child, depth + 1)
 
         for s in start:
             walk(s, 0)
+        # a variant whose parent was proposed but not kept (out of band): the chain went on
+        # from the rejected parent, which is in the rejections table, not the pool
+        for it in sorted(trees[root], key=lambda c: (c.turn, c.id)):
+            if it.id not in shown and it.parent_id not in by_id and root in by_id:
+                walk(it, 1, f" <small>(from rejected {e(str(it.parent_id))})</small>")
         total = len(trees[root]) + (1 if root in by_id else 0)
         fam = by_id[root].family if root in by_id else trees[root][0].family
         more = f" (first {len(rows)} of {total})" if total > len(rows) else ""

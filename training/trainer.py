@@ -60,6 +60,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,6 +75,10 @@ from curriculum.vcrl import VCRLState, variance_score
 from training.config import CurriculumGRPOConfig
 from training.data import ItemSampler, PoolData
 from training.rewards import make_correctness_reward, make_format_reward
+
+# transformers 5 renamed gradient_checkpointing to activation_checkpointing; TRL 1.16 still
+# uses the old names, so every run printed four FutureWarnings the user can do nothing about.
+warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)
 
 __all__ = ["CURRICULUM_STATE_FILE", "CurriculumGRPOTrainer", "SPLICE_KEYS"]
 
