@@ -40,6 +40,9 @@ def _pool(run: Path) -> None:
         h1 = s.child(f"{s.prompt}\n(harder variant {k})", "harder", answer=s.answer)
         h2 = h1.child(HOSTILE if k == 0 else f"{h1.prompt} (turn 2)", "harder", answer="4")
         kids += [e1, h1, h2]
+    # the chain went on from an out-of-band variant (rejected, not in the pool)
+    rejected = seeds[0].child(f"{seeds[0].prompt} (rejected variant)", "easier", answer="1")
+    kids.append(rejected.child(f"{seeds[0].prompt} (from the rejected one)", "easier", answer="2"))
     with open_pool(run) as store:
         store.insert_many(seeds + kids)
         stats = [(it.id, 8, float(n % 9)) for n, it in enumerate(seeds + kids)]
@@ -121,6 +124,11 @@ def test_report_escapes_item_text(full_report):
     assert "<script>alert" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text  # shown, escaped, in the lineage
     assert "<b>bad</b>" not in text
+
+
+def test_lineage_shows_variants_of_rejected_parents(full_report):
+    text = _html(full_report)
+    assert "(from the rejected one)" in text and "from rejected" in text
 
 
 def test_timeline_marks_teacher_rounds_and_merges(full_report):
