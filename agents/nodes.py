@@ -36,8 +36,8 @@ from agents.probe import aprobe
 from agents.state import ChainEnd, ChainState, LoopContext, LoopState, MeasureTask, Outcome, Summary
 from agents.summary import render_summary, stats_only, summarise_attempts
 from agents.teacher import (
-    LINE,
     PROCEDURAL_VERSION,
+    FormatBlock,
     format_blocks,
     parse_proposal,
     target_family,
@@ -240,7 +240,7 @@ async def propose(chain: ChainState, runtime: Runtime[LoopContext]
 
 
 async def _propose_blockwise(ctx: LoopContext, messages: list[dict[str, str]],
-                             blocks: tuple[tuple[str, str, int, tuple[str, ...]], ...]) -> str:
+                             blocks: tuple[FormatBlock, ...]) -> str:
     """Guided decoding by blocks (TeacherLoopConfig.blockwise; agents.teacher.FORMAT_BLOCKS):
     the loop writes each opening tag, the teacher continues the assistant message and is
     stopped at the closing tag, at any other tag of the format or at the block's own stops
@@ -248,26 +248,26 @@ async def _propose_blockwise(ctx: LoopContext, messages: list[dict[str, str]],
     teacher_max_tokens budget. A block that runs out of tokens ends the text there, unclosed,
     so the parser rejects it as truncated (a one-line block keeps its first complete line)."""
     cfg = ctx.config
-    tags = sorted({t for o, c, _, _ in blocks for t in (o.strip(), c)})
+    tags = sorted({t for b in blocks for t in (b.opening.strip(), b.closing)})
     text, budget = "", cfg.teacher_max_tokens
-    for opening, closing, cap, stops in blocks:
+    for b in blocks:
         if budget <= 0:
             break
-        text += opening
+        text += b.opening
         out = await ctx.teacher.agenerate(
             [[*messages, {"role": "assistant", "content": text}]], n=1,
-            temperature=cfg.teacher_temperature, max_tokens=min(cap, budget),
-            stop=[*tags, *(s for s in stops if s != LINE)])
+            temperature=cfg.teacher_temperature, max_tokens=min(b.max_tokens, budget),
+            stop=[*tags, *b.stops])
         c = out[0][0]
         budget -= max(1, c.completion_tokens)
         body, closed = c.text.strip("\n"), c.finish_reason == "stop"
-        if LINE in stops and body:
+        if b.one_line and body:
             lines = body.split("\n")
             body, closed = lines[0].strip(), closed or len(lines) > 1
         if not closed:
             text += c.text  # out of tokens inside the block: leave it unclosed
             break
-        text += body + ("\n" if opening.endswith("\n") else "") + closing
+        text += body + ("\n" if b.opening.endswith("\n") else "") + b.closing
     return text
 
 

@@ -37,7 +37,7 @@ import importlib.resources
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -69,27 +69,35 @@ def group_of(family: str) -> str | None:
     return None
 
 
-# Guided decoding by blocks (TeacherLoopConfig.blockwise): (opening, closing, max tokens, stops)
-# of each block of a group's format, in order. The loop writes each opening itself and stops
-# the teacher at the closing string, at any other tag of the format, at the block's own stops
-# or at its token cap; "line" marks a one-line block, whose first non-empty line is kept. The
-# output then always has the format and only the contents are sampled. code_exec asks for
-# five inputs, as its template does.
-LINE = "line"
-FORMAT_BLOCKS: dict[str, tuple[tuple[str, str, int, tuple[str, ...]], ...]] = {
-    "math": (("<problem>\n", "</problem>", 160, ("\n\n",)),
-             ("\n<program>\n", "</program>", 160, ()),
-             ("\n<answer>\n", "</answer>", 24, (LINE,))),
-    "code_exec": (("<code>\n", "</code>", 256, ()),
-                  *((("\n<input>", "</input>", 48, (LINE,)),) * 5),
-                  ("\n<message>\n", "</message>", 64, ("\n\n",))),
-    "code_gen": (("<prompt>\n", "</prompt>", 200, ()), ("\n<solution>\n", "</solution>", 320, ()),
-                 ("\n<tests>\n", "</tests>", 320, ()),
-                 ("\n<entry_point>", "</entry_point>", 12, (LINE,))),
+class FormatBlock(NamedTuple):
+    """One block of a teacher output format, for guided decoding by blocks
+    (TeacherLoopConfig.blockwise): the loop writes ``opening`` itself and stops the teacher at
+    ``closing``, at any other tag of the format, at ``stops`` or after ``max_tokens``."""
+
+    opening: str
+    closing: str
+    max_tokens: int
+    stops: tuple[str, ...] = ()
+    one_line: bool = False  # keep the first non-empty line (answer, input, entry point)
+
+
+# The blocks of each group's format, in order: the output then always has the format and
+# only the contents are sampled. code_exec asks for five inputs, as its template does.
+FORMAT_BLOCKS: dict[str, tuple[FormatBlock, ...]] = {
+    "math": (FormatBlock("<problem>\n", "</problem>", 160, ("\n\n",)),
+             FormatBlock("\n<program>\n", "</program>", 160),
+             FormatBlock("\n<answer>\n", "</answer>", 24, one_line=True)),
+    "code_exec": (FormatBlock("<code>\n", "</code>", 256),
+                  *(FormatBlock("\n<input>", "</input>", 48, one_line=True),) * 5,
+                  FormatBlock("\n<message>\n", "</message>", 64, ("\n\n",))),
+    "code_gen": (FormatBlock("<prompt>\n", "</prompt>", 200),
+                 FormatBlock("\n<solution>\n", "</solution>", 320),
+                 FormatBlock("\n<tests>\n", "</tests>", 320),
+                 FormatBlock("\n<entry_point>", "</entry_point>", 12, one_line=True)),
 }
 
 
-def format_blocks(family: str) -> tuple[tuple[str, str, int, tuple[str, ...]], ...]:
+def format_blocks(family: str) -> tuple[FormatBlock, ...]:
     """The blocks of ``family``'s teacher output format (empty when it has no llm format)."""
     return FORMAT_BLOCKS.get(group_of(target_family(family)) or "", ())
 
