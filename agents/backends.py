@@ -288,7 +288,7 @@ class LocalBackend(ChatBackend):
             if self.config.torch_threads:
                 torch.set_num_threads(self.config.torch_threads)
             if self.config.model is None:
-                from agents.embedded import embedded_model_path
+                from teachloop.agents.embedded import embedded_model_path
 
                 path = embedded_model_path()
             else:
@@ -304,7 +304,7 @@ class LocalBackend(ChatBackend):
                     dtype_name = "float32"
             dtype = getattr(torch, dtype_name)
             if path.suffix == ".gguf":
-                from agents.embedded import unflag_quantized
+                from teachloop.agents.embedded import unflag_quantized
 
                 kw: dict[str, Any] = {"gguf_file": path.name}
                 src = str(path.parent)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.backends import ChatBackend, Completion, Conversation
+from teachloop.agents.backends import ChatBackend, Completion, Conversation
 
 
 @dataclass

@@ -4,7 +4,7 @@ The paper filters "invalid or redundant" generations (Sancaktar et al., METHODS.
 without saying how. teachloop's choice:
 
 - **Exact duplicate**: the same item id, i.e. the same family and the same normalised
-  student prompt (``curriculum.items.item_id`` is that content hash).
+  student prompt (``teachloop.curriculum.items.item_id`` is that content hash).
 - **Near duplicate**: the same family, **word-shingle Jaccard >= threshold** (default 0.85,
   3-word shingles over lower-cased, NFKC-normalised tokens; numbers and punctuation are
   tokens) **and the same normalised gold answer**.

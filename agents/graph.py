@@ -25,8 +25,8 @@ from typing import Any
 
 from langgraph.graph import START, StateGraph
 
-from agents import nodes
-from agents.state import LoopContext, LoopState
+from teachloop.agents import nodes
+from teachloop.agents.state import LoopContext, LoopState
 
 NODES_PER_TURN = 8  # route summarise propose parse validate dedup probe record
 

@@ -26,9 +26,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from agents.dedup import NearDupIndex
-from curriculum.items import Item
-from curriculum.pool import PoolStore
+from teachloop.agents.dedup import NearDupIndex
+from teachloop.curriculum.items import Item
+from teachloop.curriculum.pool import PoolStore
 
 MAX_RAW_CHARS = 20_000  # a rejected teacher output is stored cut to this length
 

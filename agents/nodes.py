@@ -31,11 +31,11 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
-from agents.config import TeacherLoopConfig
-from agents.probe import aprobe
-from agents.state import ChainEnd, ChainState, LoopContext, LoopState, MeasureTask, Outcome, Summary
-from agents.summary import render_summary, stats_only, summarise_attempts
-from agents.teacher import (
+from teachloop.agents.config import TeacherLoopConfig
+from teachloop.agents.probe import aprobe
+from teachloop.agents.state import ChainEnd, ChainState, LoopContext, LoopState, MeasureTask, Outcome, Summary
+from teachloop.agents.summary import render_summary, stats_only, summarise_attempts
+from teachloop.agents.teacher import (
     PROCEDURAL_VERSION,
     FormatBlock,
     format_blocks,
@@ -43,8 +43,8 @@ from agents.teacher import (
     target_family,
     teacher_kind_for,
 )
-from curriculum.items import Item
-from evals.families import family_names, get_family
+from teachloop.curriculum.items import Item
+from teachloop.evals.families import family_names, get_family
 
 _PER_TURN = ("slot", "kind", "teacher", "prompt_version", "summary_text", "raw", "proposal",
              "candidate", "probe", "rejection", "outcome")
@@ -241,7 +241,7 @@ async def propose(chain: ChainState, runtime: Runtime[LoopContext]
 
 async def _propose_blockwise(ctx: LoopContext, messages: list[dict[str, str]],
                              blocks: tuple[FormatBlock, ...]) -> str:
-    """Guided decoding by blocks (TeacherLoopConfig.blockwise; agents.teacher.FORMAT_BLOCKS):
+    """Guided decoding by blocks (TeacherLoopConfig.blockwise; teachloop.agents.teacher.FORMAT_BLOCKS):
     the loop writes each opening tag, the teacher continues the assistant message and is
     stopped at the closing tag, at any other tag of the format or at the block's own stops
     (the block ends there); one call per block, each within its token cap and the shared
@@ -272,7 +272,7 @@ async def _propose_blockwise(ctx: LoopContext, messages: list[dict[str, str]],
 
 
 def parse(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal["validate", "record"]]:
-    """Strict parse of the teacher's output (agents.teacher.parse_proposal)."""
+    """Strict parse of the teacher's output (teachloop.agents.teacher.parse_proposal)."""
     runtime.context.visit("parse")
     r = parse_proposal(target_family(chain["family"]), chain.get("raw", ""))
     if not r.ok:

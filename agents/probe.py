@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agents.backends import ChatBackend, Completion, run_sync
+from teachloop.agents.backends import ChatBackend, Completion, run_sync
 
 
 class ProbeItem(Protocol):

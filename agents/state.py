@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 if TYPE_CHECKING:
-    from agents.backends import ChatBackend
-    from agents.config import TeacherLoopConfig
-    from agents.ledger import Ledger
-    from agents.teacher import PromptLibrary
-    from curriculum.pool import PoolStore
+    from teachloop.agents.backends import ChatBackend
+    from teachloop.agents.config import TeacherLoopConfig
+    from teachloop.agents.ledger import Ledger
+    from teachloop.agents.teacher import PromptLibrary
+    from teachloop.curriculum.pool import PoolStore
 
 ItemDict = dict[str, Any]
 Status = Literal["accepted", "rejected"]

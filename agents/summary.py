@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from agents.state import Summary
+from teachloop.agents.state import Summary
 
 
 def truncate(text: str, max_chars: int) -> str:

@@ -41,7 +41,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from curriculum.items import Item
+from teachloop.curriculum.items import Item
 
 # ----------------------------------------------------------------------------- families
 
@@ -280,7 +280,7 @@ def _parse_math(b: _Blocks) -> Proposal | ParseRejection:
 
 
 def _parse_code_exec(b: _Blocks) -> Proposal | ParseRejection:
-    from evals.families.harness import literal_args, normalize_args
+    from teachloop.evals.families.harness import literal_args, normalize_args
 
     code = b.one("code")
     if isinstance(code, ParseRejection):
@@ -480,7 +480,7 @@ class PromptLibrary:
     def _read(self, rel: str) -> str:
         if self.override is not None and (self.override / rel).is_file():
             return (self.override / rel).read_text(encoding="utf-8")
-        res = importlib.resources.files("prompts").joinpath(*rel.split("/"))
+        res = importlib.resources.files("teachloop.prompts").joinpath(*rel.split("/"))
         if not res.is_file():
             raise PromptError(f"no prompt template prompts/{rel}")
         return res.read_text(encoding="utf-8")

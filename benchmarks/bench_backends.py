@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from agents.backends import LocalBackend, LocalBackendConfig, OpenAIBackend, OpenAIBackendConfig  # noqa: E402
-from agents.embedded import conversion_info, embedded_gguf_path, embedded_model_path  # noqa: E402
+from teachloop.agents.backends import LocalBackend, LocalBackendConfig, OpenAIBackend, OpenAIBackendConfig  # noqa: E402
+from teachloop.agents.embedded import conversion_info, embedded_gguf_path, embedded_model_path  # noqa: E402
 
 PROMPTS = [
     [{"role": "user", "content": text}]

@@ -1,4 +1,4 @@
-"""Per-run cost of ``evals.sandbox.run_python`` against starting a fresh interpreter.
+"""Per-run cost of ``teachloop.evals.sandbox.run_python`` against starting a fresh interpreter.
 
     python benchmarks/bench_sandbox.py [--runs 50] [--threads 8]
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evals.sandbox import isolation, run_python  # noqa: E402
+from teachloop.evals.sandbox import isolation, run_python  # noqa: E402
 
 PROGRAMS = {
     "pass": "pass",

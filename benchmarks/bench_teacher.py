@@ -40,10 +40,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from rich.console import Console  # noqa: E402
 
-from agents.backends import LocalBackend, OpenAIBackend, OpenAIBackendConfig  # noqa: E402
-from agents.batching import CoalescingBackend  # noqa: E402
-from curriculum.pool import open_pool  # noqa: E402
-from evals.families import get_family  # noqa: E402
+from teachloop.agents.backends import LocalBackend, OpenAIBackend, OpenAIBackendConfig  # noqa: E402
+from teachloop.agents.batching import CoalescingBackend  # noqa: E402
+from teachloop.curriculum.pool import open_pool  # noqa: E402
+from teachloop.evals.families import get_family  # noqa: E402
 from teachloop.config import load_config  # noqa: E402
 from teachloop.generate import GenerateConfig, main as generate  # noqa: E402
 
@@ -171,7 +171,7 @@ def main() -> None:
     if "server" in only:
         from server_utils import llama_cpp_server_available, start_llama_cpp_server
 
-        from agents.embedded import embedded_gguf_path
+        from teachloop.agents.embedded import embedded_gguf_path
 
         if not llama_cpp_server_available():
             print("\n[llm teacher, loopback server] skipped: llama-cpp-python[server] not installed")

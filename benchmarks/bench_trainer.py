@@ -36,14 +36,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from rich.console import Console  # noqa: E402
 
-from curriculum.pool import open_pool  # noqa: E402
+from teachloop.curriculum.pool import open_pool  # noqa: E402
 
 
 def build_probed_pool(run_dir: Path, n_items: int, attempts: int, max_tokens: int, seed: int,
                       console: Console) -> None:
-    from agents.backends import LocalBackendConfig, make_backend
-    from agents.probe import probe
-    from evals.families import get_family
+    from teachloop.agents.backends import LocalBackendConfig, make_backend
+    from teachloop.agents.probe import probe
+    from teachloop.evals.families import get_family
 
     fam = get_family("math.rg.basic_arithmetic", start_level=0)
     items = fam.seeds(n_items, seed=seed)

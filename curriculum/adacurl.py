@@ -76,7 +76,7 @@ __all__ = [
     "sort_easy_to_hard",
 ]
 
-ItemId = Hashable  # curriculum.items.item_id gives str; ids must be mutually comparable
+ItemId = Hashable  # teachloop.curriculum.items.item_id gives str; ids must be mutually comparable
 COARSE_ATTEMPTS = 5
 _EPS = 1e-12  # float slack for cs >= k/K
 

@@ -12,7 +12,7 @@ Opened by URL so another backend (PostgreSQL) can come later without touching ca
 What the SQLite backend guarantees:
 - WAL journal, a busy timeout and ``BEGIN IMMEDIATE`` for every write, so several processes
   (teacher workers, the trainer, the CLI) can write at once without "database is locked".
-- Idempotent inserts: the id is a content hash (curriculum.items.item_id); a second insert
+- Idempotent inserts: the id is a content hash (teachloop.curriculum.items.item_id); a second insert
   of the same problem is a no-op that reports ``False``.
 - Atomic stats updates: attempts and successes are incremented in SQL, p and difficulty
   recomputed in the same statement, so concurrent writers never lose an update.
@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from curriculum.items import ITEM_FIELDS, Item
+from teachloop.curriculum.items import ITEM_FIELDS, Item
 
 SCHEMA_VERSION = 1
 POOL_FILENAME = "pool.sqlite"

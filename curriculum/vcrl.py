@@ -52,7 +52,7 @@ __all__ = [
     "variance_score",
 ]
 
-ItemId = Hashable  # curriculum.items.item_id gives str; anything JSON-serialisable works
+ItemId = Hashable  # teachloop.curriculum.items.item_id gives str; anything JSON-serialisable works
 
 
 # --- the score -----------------------------------------------------------------------

@@ -3,7 +3,7 @@
     teachloop eval --model embedded --bench rg:math.rg.chain_sum --k 4 --n 16 --out before.json
 
 ``evaluate(model, bench, k=..., n_items=...)`` draws ``n_items`` items of a benchmark, samples
-``k`` completions per item (one batched ``agents.probe`` call per chunk of items), scores them
+``k`` completions per item (one batched ``teachloop.agents.probe`` call per chunk of items), scores them
 with the item's own checker and returns an :class:`EvalResult` whose JSON is the schema in
 ``teachloop/rundir.py`` (``eval/before.json``, ``eval/after.json``).
 
@@ -38,7 +38,7 @@ Not covered: n > k samples per item (the estimator supports it; ``evaluate`` sam
 ``k``), greedy-vs-sampled protocol choices beyond ``temperature``, and parallel scoring
 (``probe`` scores sequentially; a HumanEval run spends a sandbox start per completion).
 
-Layering note: ``evaluate`` imports ``agents.probe`` and ``agents.backends`` lazily, inside the
+Layering note: ``evaluate`` imports ``teachloop.agents.probe`` and ``teachloop.agents.backends`` lazily, inside the
 function; the rest of this module (pass@k, loaders, results) depends on ``evals`` and
 ``curriculum`` only.
 """
@@ -59,7 +59,7 @@ from typing import Annotated, Any, NamedTuple, Optional
 
 import typer
 
-from curriculum.items import ITEM_FIELDS, Item
+from teachloop.curriculum.items import ITEM_FIELDS, Item
 from teachloop.errors import UserError
 
 __all__ = [
@@ -284,14 +284,14 @@ def load_bench(name: str, n_items: int = 16, *, seed: int = 0, exclude_ids: Iter
 
 # ---------------------------------------------------------------------- helpers
 def _subsample(n_total: int, n: int, seed: int) -> list[int]:
-    from evals.families.base import seeded_order
+    from teachloop.evals.families.base import seeded_order
 
     return seeded_order(n_total, seed)[:n]
 
 
 def _family(name: str):
-    from evals.families import UnknownFamilyError, get_family
-    from evals.families.rg import NAME_PREFIX, RG_DATASETS
+    from teachloop.evals.families import UnknownFamilyError, get_family
+    from teachloop.evals.families.rg import NAME_PREFIX, RG_DATASETS
 
     if name in RG_DATASETS:  # rg:chain_sum -> math.rg.chain_sum
         name = NAME_PREFIX + name
@@ -353,7 +353,7 @@ def _humaneval(n_items: int, seed: int, exclude: frozenset[str]) -> BenchItems:
 # ---------------------------------------------------------------------- math items
 def math_score(item: Item, text: str) -> float:
     """1.0 iff ``extract_answer(text)`` equals ``item.answer`` under math-verify; never raises."""
-    from evals.answers import extract_answer, verify_math
+    from teachloop.evals.answers import extract_answer, verify_math
 
     try:
         ans = extract_answer(text if isinstance(text, str) else None)
@@ -421,7 +421,7 @@ def _jsonl_record(path: Path, lineno: int, rec: dict[str, Any]) -> tuple[Item, S
         return _math_item(JSONL_MATH_FAMILY, rec["prompt"], str(rec["answer"]), meta), math_score
     if not isinstance(family, str):
         raise UserError(f"{where}: 'family' must be a string")
-    from evals.families import UnknownFamilyError, get_family
+    from teachloop.evals.families import UnknownFamilyError, get_family
 
     try:
         fam = get_family(family)
@@ -540,7 +540,7 @@ def evaluate(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from agents.probe import probe
+    from teachloop.agents.probe import probe
 
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise UserError(f"--k must be an integer >= 1, got {k!r}")
@@ -591,7 +591,7 @@ def _mean(xs: Iterable[float]) -> float:
 
 
 def _local_backend(model: str | None, seed: int) -> Any:
-    from agents.backends import LocalBackend, LocalBackendConfig
+    from teachloop.agents.backends import LocalBackend, LocalBackendConfig
 
     if _is_embedded(model):
         path = None

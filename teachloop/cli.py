@@ -37,7 +37,7 @@ app.add_typer(pool_app, name="pool")
 from teachloop.generate import generate_command  # noqa: E402
 from teachloop.train import train_command  # noqa: E402
 
-from evals.bench import eval_command  # noqa: E402
+from teachloop.evals.bench import eval_command  # noqa: E402
 from teachloop.export import export_command  # noqa: E402
 from teachloop.report import report_command  # noqa: E402
 from teachloop.study import study_command  # noqa: E402
@@ -103,7 +103,7 @@ def run(
 @app.command()
 def families() -> None:
     """List the registered task families and whether they offer procedural variants."""
-    from evals.families import family_names, get_family
+    from teachloop.evals.families import family_names, get_family
 
     t = Table("family", "variants", "config", box=None)
     for name in family_names():
@@ -183,7 +183,7 @@ def pool_show(
 
 
 def _open_existing_pool(run_dir: Path):
-    from curriculum.pool import open_pool, resolve_pool_path
+    from teachloop.curriculum.pool import open_pool, resolve_pool_path
 
     s = str(run_dir)
     if "://" not in s:

@@ -319,7 +319,7 @@ def parse_override(s: str) -> dict[str, Any]:
 
 
 def preset_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("configs").iterdir()
+    return sorted(p.name[:-5] for p in resources.files("teachloop.configs").iterdir()
                   if p.name.endswith(".yaml"))
 
 
@@ -346,7 +346,7 @@ def load_config(
     """Resolve defaults < preset < file < overrides into a validated ``cls`` instance."""
     data: dict[str, Any] = {}
     if preset:
-        res = resources.files("configs") / f"{preset}.yaml"
+        res = resources.files("teachloop.configs") / f"{preset}.yaml"
         if not res.is_file():
             raise ConfigError(
                 f"unknown preset {preset!r}; available: {', '.join(preset_names())}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from curriculum.pool import PoolError
+from teachloop.curriculum.pool import PoolError
 from teachloop.config import ConfigError
 
 
@@ -16,7 +16,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ConfigError, PoolErro
 
 # Error types of heavier modules, looked up only if the command imported them, so that
 # `teachloop --help` does not pay for importing the backends.
-_LAZY = {"agents.backends": ("BackendUnavailable",)}
+_LAZY = {"teachloop.agents.backends": ("BackendUnavailable",)}
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:

@@ -14,7 +14,7 @@ The folder (``RUN_DIR/export`` unless ``--out``)::
 It loads with ``load_dataset("parquet", data_files="OUT/data/*.parquet", split="train")``, or
 by repo id after ``--push-to-hub``.
 
-Columns: every ``curriculum.items.Item`` field under its own name, one row per item, plus
+Columns: every ``teachloop.curriculum.items.Item`` field under its own name, one row per item, plus
 ``chain_depth`` (= ``turn``: rewrites between the item and its seed) and ``n_children``
 (variants of the item in the whole pool, before filters). ``checker``, ``validation`` and
 ``metadata`` are dicts whose shape differs between task families, which one Arrow schema
@@ -51,7 +51,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from curriculum.items import DIRECTIONS, ITEM_FIELDS, Item
+from teachloop.curriculum.items import DIRECTIONS, ITEM_FIELDS, Item
 from teachloop.errors import UserError
 from teachloop.rundir import CONFIG, EXPORT_DIR, GENERATE_RESULT, POOL, read_json
 
@@ -461,7 +461,7 @@ def export(
     if push_to_hub:
         _hub_preflight(push_to_hub)
     # ---------------------------------------------------------------- select
-    from curriculum.pool import open_pool
+    from teachloop.curriculum.pool import open_pool
 
     with open_pool(run_dir, create=False) as store:
         pool_size = len(store)

@@ -39,7 +39,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from agents.config import TeacherLoopConfig, from_run_config
+from teachloop.agents.config import TeacherLoopConfig, from_run_config
 from teachloop.config import (
     ConfigError,
     TeachloopConfig,
@@ -75,7 +75,7 @@ TeacherLoopSection = dataclasses.make_dataclass(
     namespace={"__module__": __name__},
 )
 TeacherLoopSection.__doc__ = ("The run-level teacher section plus every loop option of "
-                              "agents.config.TeacherLoopConfig (same names, same help).")
+                              "teachloop.agents.config.TeacherLoopConfig (same names, same help).")
 
 
 @dataclass
@@ -152,7 +152,7 @@ def _setup(cfg: Any, out: Path | None, resume: bool, console: Console) -> tuple[
 
 def seed_items(cfg: Any, store: Any, console: Console) -> int:
     """Seed items of ``cfg.seeds`` into the pool (idempotent: content-hash ids); the count new."""
-    from evals.families import UnknownFamilyError, get_family
+    from teachloop.evals.families import UnknownFamilyError, get_family
 
     new = 0
     for name in cfg.seeds.families:
@@ -167,8 +167,8 @@ def seed_items(cfg: Any, store: Any, console: Console) -> int:
 
 
 def _uses_llm(loop: TeacherLoopConfig, families: list[str]) -> bool:
-    from agents.teacher import teacher_kind_for
-    from evals.families import get_family
+    from teachloop.agents.teacher import teacher_kind_for
+    from teachloop.evals.families import get_family
 
     return any(teacher_kind_for(f, loop.kind, get_family(f).supports_variants) == "llm" for f in families)
 
@@ -183,8 +183,8 @@ def backend_label(backend: Any) -> str:
 def make_backends(cfg: Any, loop: TeacherLoopConfig, needs_teacher: bool) -> tuple[Any, Any]:
     """(student, teacher or None): local backends wrapped for cross-chain batching; one local
     instance when teacher and student are the same model."""
-    from agents.backends import LocalBackend
-    from agents.batching import CoalescingBackend
+    from teachloop.agents.backends import LocalBackend
+    from teachloop.agents.batching import CoalescingBackend
     from teachloop.run import make_student_backend
 
     def wrap(b: Any) -> Any:
@@ -323,11 +323,11 @@ def main(cfg: Any, out: Path | str | None = None, resume: bool = False,
     # ---------------------------------------------------------------- setup
     cfg, out, run_id = _setup(cfg, Path(out) if out is not None else None, resume, console)
     loop = loop_config(cfg)
-    from agents.ledger import Ledger, recorded_slots
-    from agents.state import LoopContext
-    from agents.teacher import PromptLibrary, PromptError, target_family, teacher_kind_for
-    from curriculum.pool import open_pool
-    from evals.families import family_names, get_family
+    from teachloop.agents.ledger import Ledger, recorded_slots
+    from teachloop.agents.state import LoopContext
+    from teachloop.agents.teacher import PromptLibrary, PromptError, target_family, teacher_kind_for
+    from teachloop.curriculum.pool import open_pool
+    from teachloop.evals.families import family_names, get_family
 
     store = open_pool(out)
     with store:
@@ -390,7 +390,7 @@ def main(cfg: Any, out: Path | str | None = None, resume: bool = False,
 async def _arun(ctx: Any, run_id: str, checkpoint_path: Path, console: Console) -> dict[str, Any]:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    from agents.graph import build_graph, run_loop
+    from teachloop.agents.graph import build_graph, run_loop
 
     async with AsyncSqliteSaver.from_conn_string(str(checkpoint_path)) as saver:
         progress = Progress()

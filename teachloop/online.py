@@ -106,11 +106,11 @@ def run_round(trainer: Any, cfg: Any, run_dir: Path, *, step: int, since_step: i
     """One teacher round on the trainer's newest rollouts; see the module docstring."""
     import torch
 
-    from agents.backends import LocalBackend
-    from agents.batching import CoalescingBackend
-    from agents.ledger import Ledger
-    from agents.state import LoopContext
-    from agents.teacher import PromptLibrary
+    from teachloop.agents.backends import LocalBackend
+    from teachloop.agents.batching import CoalescingBackend
+    from teachloop.agents.ledger import Ledger
+    from teachloop.agents.state import LoopContext
+    from teachloop.agents.teacher import PromptLibrary
     from teachloop.generate import backend_label, loop_config, summarise_outcomes
 
     console = console or Console()
@@ -157,7 +157,7 @@ def run_round(trainer: Any, cfg: Any, run_dir: Path, *, step: int, since_step: i
 async def _arun(ctx: Any, run_id: str, checkpoint_path: Path) -> dict[str, Any]:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    from agents.graph import run_loop
+    from teachloop.agents.graph import run_loop
 
     async with AsyncSqliteSaver.from_conn_string(str(checkpoint_path)) as saver:
         return await run_loop(ctx, run_id, checkpointer=saver)

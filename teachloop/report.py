@@ -169,7 +169,7 @@ class _Run:
     dir: Path
     config: dict[str, Any] | None
     stages: dict[str, Any] | None
-    items: list[Any] | None  # curriculum.items.Item, None without a pool
+    items: list[Any] | None  # teachloop.curriculum.items.Item, None without a pool
     rejections: list[dict[str, Any]]
     pool_note: str
     generate: dict[str, Any] | None
@@ -190,7 +190,7 @@ def _load(run_dir: Path) -> _Run:
         pass
     items, rejections, note = None, [], ""
     if (run_dir / rundir.POOL).exists():
-        from curriculum.pool import PoolError, open_pool
+        from teachloop.curriculum.pool import PoolError, open_pool
 
         try:
             with open_pool(run_dir, create=False) as store:

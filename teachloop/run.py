@@ -36,8 +36,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from curriculum.items import Item
-from curriculum.pool import PoolStore, open_pool
+from teachloop.curriculum.items import Item
+from teachloop.curriculum.pool import PoolStore, open_pool
 from teachloop import rundir
 from teachloop.config import ModelSection, config_from_dict, dump_yaml, to_dict
 from teachloop.errors import UserError
@@ -57,14 +57,14 @@ class RunResult:
 
 def make_student_backend(m: ModelSection) -> Any:
     """The chat backend a ``ModelSection`` describes (imports torch only for ``local``)."""
-    from agents.backends import LocalBackendConfig, OpenAIBackendConfig, make_backend
+    from teachloop.agents.backends import LocalBackendConfig, OpenAIBackendConfig, make_backend
 
     if m.backend == "local":
         model = None if m.model == "embedded" else m.model
         return make_backend(LocalBackendConfig(model=model))
     tok = m.tokenizer
     if tok == "embedded":
-        from agents.embedded import embedded_model_path
+        from teachloop.agents.embedded import embedded_model_path
 
         tok = str(embedded_model_path())
     return make_backend(OpenAIBackendConfig(base_url=m.base_url or None,
@@ -133,8 +133,8 @@ class Backends:
 
     def student(self) -> Any:
         if self._student is None:
-            from agents.backends import LocalBackend
-            from agents.batching import CoalescingBackend
+            from teachloop.agents.backends import LocalBackend
+            from teachloop.agents.batching import CoalescingBackend
 
             b = make_student_backend(self.cfg.student)
             if isinstance(b, LocalBackend):
@@ -151,8 +151,8 @@ class Backends:
                     and tm.backend == "local":
                 self._teacher = self.student()
             else:
-                from agents.backends import LocalBackend
-                from agents.batching import CoalescingBackend
+                from teachloop.agents.backends import LocalBackend
+                from teachloop.agents.batching import CoalescingBackend
 
                 b = make_student_backend(tm)
                 if isinstance(b, LocalBackend):
@@ -207,8 +207,8 @@ def _teacher(cfg: Any, out: Path, backends: Backends, console: Console) -> dict[
 
 
 def _probe(cfg: Any, store: PoolStore, backends: Backends, console: Console) -> int:
-    from agents.probe import probe
-    from evals.families import get_family
+    from teachloop.agents.probe import probe
+    from teachloop.evals.families import get_family
 
     todo: list[Item] = store.query(measured=False)
     if not todo:
@@ -244,7 +244,7 @@ def eval_bench_name(cfg: Any) -> str:
 
 def _eval(cfg: Any, out: Path, store: PoolStore, which: str, backends: Backends,
           console: Console) -> dict[str, Any]:
-    from evals.bench import evaluate, save_result
+    from teachloop.evals.bench import evaluate, save_result
 
     exclude = {it.id for it in store.query()}
     if which == "before":
@@ -270,7 +270,7 @@ def adacurl_settings(cfg: Any, store: PoolStore, console: Console) -> dict[str, 
     """AdaCuRL's bucket settings for this pool: ``train.num_buckets`` buckets over the items in
     the fine band; when too few measured items fall in it (a small student scores 0 on most
     seeds) the band widens to [0, 1] and, if still short, the bucket count drops. Said aloud."""
-    from curriculum.adacurl import AdaCuRLConfig, filter_fine
+    from teachloop.curriculum.adacurl import AdaCuRLConfig, filter_fine
 
     base = AdaCuRLConfig()
     diffs = {it.id: it.difficulty for it in store.query(measured=True) if it.difficulty is not None}

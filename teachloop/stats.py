@@ -8,8 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from curriculum.items import Item
-from curriculum.pool import PoolStore
+from teachloop.curriculum.items import Item
+from teachloop.curriculum.pool import PoolStore
 
 
 @dataclass

@@ -156,7 +156,7 @@ def check_budget(spec: StudySpec) -> None:
 
 def run_numbers(run_dir: Path) -> dict[str, Any]:
     """The numbers a study reads from one finished run directory."""
-    from curriculum.pool import open_pool
+    from teachloop.curriculum.pool import open_pool
 
     out: dict[str, Any] = {}
     before = rundir.read_json(run_dir / rundir.EVAL_BEFORE) or {}

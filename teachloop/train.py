@@ -150,7 +150,7 @@ def main(
         raise UserError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     if max_steps < 1:
         raise UserError(f"--max-steps must be >= 1, got {max_steps}")
-    from curriculum.pool import PoolError, open_pool, resolve_pool_path
+    from teachloop.curriculum.pool import PoolError, open_pool, resolve_pool_path
 
     if "://" not in str(pool) and not resolve_pool_path(pool).exists():
         raise UserError(f"no pool at {pool} (expected {resolve_pool_path(pool)}); "
@@ -173,12 +173,12 @@ def main(
 
     import torch
 
-    from training.config import CurriculumGRPOConfig
-    from training.data import PoolData
-    from training.trainer import CurriculumGRPOTrainer
+    from teachloop.training.config import CurriculumGRPOConfig
+    from teachloop.training.data import PoolData
+    from teachloop.training.trainer import CurriculumGRPOTrainer
 
     if model is None:
-        from agents.embedded import embedded_model_path
+        from teachloop.agents.embedded import embedded_model_path
 
         model = str(embedded_model_path())
     if beta is None:

@@ -23,7 +23,7 @@ def llama_server(tmp_path_factory):
     """
     if not llama_cpp_server_available():
         pytest.skip("llama-cpp-python[server] not installed (pip install 'llama-cpp-python[server]')")
-    from agents.embedded import embedded_gguf_path
+    from teachloop.agents.embedded import embedded_gguf_path
 
     server = start_llama_cpp_server(embedded_gguf_path(), tmp_path_factory.mktemp("llama_server"))
     print(f"\nllama_cpp.server pid {server.pid} healthy on port {server.port} in {server.start_seconds:.1f} s")

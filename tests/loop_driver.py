@@ -37,7 +37,7 @@ SCRIPT = [math_proposal(f"{a} + {b} * {a}") for a, b in zip(range(2, 40), range(
 def die_after_writes(n: int) -> None:
     import threading
 
-    from agents import ledger
+    from teachloop.agents import ledger
 
     count = [0]
     lock = threading.Lock()

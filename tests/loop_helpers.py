@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from fractions import Fraction
 
-from agents.backends import ChatBackend, Completion
+from teachloop.agents.backends import ChatBackend, Completion
 
 _EXPR = re.compile(r"(?:Calculate|problem:|What is)\s*([-\d\s+*/().]+?)\s*(?:=|\?|\.\s*\n|\.$)", re.M)
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curriculum.adacurl import (
+from teachloop.curriculum.adacurl import (
     AdaCuRLConfig,
     AdaCuRLScheduler,
     CapabilityScore,

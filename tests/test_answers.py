@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from evals.answers import extract_answer, normalize_answer, verify_math
+from teachloop.evals.answers import extract_answer, normalize_answer, verify_math
 
 # (gold, answer, expected).  Golds are mostly Python-printed outputs, answers are
 # student free text / LaTeX.
@@ -141,7 +141,7 @@ def test_normalize_answer(raw, norm) -> None:
 
 
 def test_fast_path_needs_no_worker(monkeypatch) -> None:
-    import evals.answers as A
+    import teachloop.evals.answers as A
 
     def boom():  # the worker pool must not be touched for identical strings
         raise AssertionError("worker used on the fast path")
@@ -289,7 +289,7 @@ def test_after_fork_child_gets_its_own_worker() -> None:
 
 
 def test_worker_killed_from_outside_is_replaced() -> None:
-    import evals.answers as A
+    import teachloop.evals.answers as A
 
     assert verify_math("1/2", "0.5")
     pool = A._get_pool()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.backends import (
+from teachloop.agents.backends import (
     BackendRequestFailed,
     BackendUnavailable,
     Completion,
@@ -34,8 +34,8 @@ from agents.backends import (
     OpenAIBackend,
     OpenAIBackendConfig,
 )
-from agents.embedded import conversion_info, embedded_gguf_path, embedded_model_path
-from agents.probe import ProbeResult, aprobe, probe
+from teachloop.agents.embedded import conversion_info, embedded_gguf_path, embedded_model_path
+from teachloop.agents.probe import ProbeResult, aprobe, probe
 
 try:
     from server_utils import free_port, llama_cpp_server_available, start_llama_cpp_server
@@ -117,7 +117,7 @@ def test_gguf_loaded_model_saves_only_after_unflagging(tmp_path):
     """The full GGUF path (~30 s): transformers refuses to save until un-flagged."""
     from transformers import AutoModelForCausalLM
 
-    from agents.embedded import unflag_quantized
+    from teachloop.agents.embedded import unflag_quantized
 
     gguf = embedded_gguf_path()
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -140,7 +140,7 @@ def test_conversion_runs_once_under_a_lock_across_processes(tmp_path):
         """
         import json, sys, time
         from pathlib import Path
-        import agents.embedded as E
+        import teachloop.agents.embedded as E
 
         def fake_convert(gguf, out):  # the real lock and rename, a slow stand-in conversion
             start = time.time(); time.sleep(1.5)
@@ -169,7 +169,7 @@ def test_conversion_runs_once_under_a_lock_across_processes(tmp_path):
 
 
 def test_agents_modules_do_not_import_torch():
-    code = "import sys, agents.backends, agents.probe, agents.embedded; print('torch' in sys.modules)"
+    code = "import sys, teachloop.agents.backends, teachloop.agents.probe, teachloop.agents.embedded; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
 

@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from agents.backends import ChatBackend, Completion
+from teachloop.agents.backends import ChatBackend, Completion
 
-from evals.bench import (
+from teachloop.evals.bench import (
     HELDOUT_SEED_OFFSET,
     EvalResult,
     avg_at_k,
@@ -35,7 +35,7 @@ from evals.bench import (
     pass_at_k,
     save_result,
 )
-from evals.families import get_family
+from teachloop.evals.families import get_family
 from teachloop.errors import UserError
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from curriculum.items import Item
-from curriculum.pool import open_pool
+from teachloop.curriculum.items import Item
+from teachloop.curriculum.pool import open_pool
 from teachloop.config import ConfigError, TeachloopConfig, all_keys, load_config, parse_override
 
 EXE = shutil.which("teachloop", path=str(Path(sys.executable).parent)) or "teachloop"

@@ -16,8 +16,8 @@ import re
 import pytest
 import yaml
 
-from curriculum.items import ITEM_FIELDS, Item
-from curriculum.pool import open_pool
+from teachloop.curriculum.items import ITEM_FIELDS, Item
+from teachloop.curriculum.pool import open_pool
 from teachloop.config import TeachloopConfig, dump_yaml
 from teachloop.errors import UserError
 from teachloop.export import DATA_FILES, JSON_COLUMNS, column_docs, export
@@ -28,7 +28,7 @@ MATH, CODE = "math.rg.chain_sum", "code.deduction"
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from evals.families import get_family
+    from teachloop.evals.families import get_family
 
     run = tmp_path_factory.mktemp("run")
     math_seeds = get_family(MATH).seeds(4, seed=0)

@@ -13,8 +13,8 @@ from random import Random
 
 import pytest
 
-from curriculum.items import Item
-from evals.families import (
+from teachloop.curriculum.items import Item
+from teachloop.evals.families import (
     Family,
     UnknownFamilyError,
     family_names,
@@ -108,7 +108,7 @@ def test_get_family_with_overrides_is_a_copy():
 
 def test_importing_the_registry_is_light():
     code = (
-        "import sys, evals.families as f; assert f.family_names();"
+        "import sys, teachloop.evals.families as f; assert f.family_names();"
         "bad = [m for m in ('torch', 'trl', 'langgraph', 'reasoning_gym', 'math_verify') if m in sys.modules];"
         "assert not bad, bad"
     )

@@ -23,17 +23,17 @@ from pathlib import Path
 
 import pytest
 
-from agents.backends import ChatBackend, Completion
-from agents.batching import CoalescingBackend
-from agents.config import TeacherLoopConfig, from_run_config
-from agents.dedup import NearDupIndex
-from agents.graph import build_graph, run_loop
-from agents.ledger import Ledger, recorded_slots, slot_of_rejection
-from agents.nodes import decide, progression
-from agents.state import LoopContext
-from agents.teacher import PromptLibrary
-from curriculum.pool import open_pool
-from evals.families import get_family
+from teachloop.agents.backends import ChatBackend, Completion
+from teachloop.agents.batching import CoalescingBackend
+from teachloop.agents.config import TeacherLoopConfig, from_run_config
+from teachloop.agents.dedup import NearDupIndex
+from teachloop.agents.graph import build_graph, run_loop
+from teachloop.agents.ledger import Ledger, recorded_slots, slot_of_rejection
+from teachloop.agents.nodes import decide, progression
+from teachloop.agents.state import LoopContext
+from teachloop.agents.teacher import PromptLibrary
+from teachloop.curriculum.pool import open_pool
+from teachloop.evals.families import get_family
 
 sys.path.insert(0, str(Path(__file__).parent))
 from loop_helpers import ArithmeticStudent, ScriptedTeacher, math_proposal  # noqa: E402
@@ -103,7 +103,7 @@ def test_progression_rule_and_routing():
 
 
 def test_summary_shows_pass_rate_attempts_and_direction():
-    from agents.summary import render_summary, stats_only, summarise_attempts
+    from teachloop.agents.summary import render_summary, stats_only, summarise_attempts
 
     texts = ["right \\boxed{4}", "wrong " + "x" * 2000, "right \\boxed{4}", "also right", "wrong 2", "wrong 3"]
     s = summarise_attempts(texts, [1, 0, 1, 1, 0, 0], k=2, max_chars=100)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from curriculum.items import ITEM_FIELDS, Item, item_id, normalize_prompt
-from curriculum.pool import SCHEMA_VERSION, PoolError, PoolStore, open_pool, resolve_pool_path
+from teachloop.curriculum.items import ITEM_FIELDS, Item, item_id, normalize_prompt
+from teachloop.curriculum.pool import SCHEMA_VERSION, PoolError, PoolStore, open_pool, resolve_pool_path
 
 FAMILIES = ["math.rg.chain_sum", "math.word", "code.deduction", "code.generation"]
 texts = st.text(alphabet=string.ascii_letters + string.digits + " +-*/=?\n\t", max_size=60)
@@ -265,7 +265,7 @@ def test_two_processes_insert_concurrently(tmp_path):
 
 
 def test_record_many_once_key_counts_a_batch_once(tmp_path):
-    from curriculum.items import Item
+    from teachloop.curriculum.items import Item
 
     store = open_pool(tmp_path)
     it = Item(family="math.test", prompt="1+1?", answer="2")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from curriculum.pool import open_pool
+from teachloop.curriculum.pool import open_pool
 from teachloop import rundir
 from teachloop.config import TeachloopConfig, dump_yaml
 from teachloop.errors import UserError
@@ -31,7 +31,7 @@ def _eval(model: str, p1: float, pk: float, avg: float) -> dict:
 
 
 def _pool(run: Path) -> None:
-    from evals.families import get_family
+    from teachloop.evals.families import get_family
 
     seeds = get_family("math.rg.chain_sum").seeds(6, seed=0)
     kids = []

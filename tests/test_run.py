@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from curriculum.items import Item
-from curriculum.pool import open_pool
+from teachloop.curriculum.items import Item
+from teachloop.curriculum.pool import open_pool
 from teachloop import rundir
 
 EXE = str(Path(sys.executable).parent / "teachloop")

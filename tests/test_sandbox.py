@@ -1,4 +1,4 @@
-"""evals.sandbox against hostile programs (DESIGN.md, "Verification": hostile code must never
+"""teachloop.evals.sandbox against hostile programs (DESIGN.md, "Verification": hostile code must never
 hurt the host, the pool, or the run).
 
 Every hostile case asserts its status and that run_python returned within timeout_s + 1 s.
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from evals import sandbox as sb
-from evals.sandbox import SandboxResult, isolation, run_python
+from teachloop.evals import sandbox as sb
+from teachloop.evals.sandbox import SandboxResult, isolation, run_python
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.teacher import (
+from teachloop.agents.teacher import (
     CodeExecProposal,
     CodeGenProposal,
     MathProposal,
@@ -29,7 +29,7 @@ from agents.teacher import (
     render_item,
     target_family,
 )
-from evals.families import get_family
+from teachloop.evals.families import get_family
 
 MATH_OK = """Here is my problem.
 <problem>
@@ -323,7 +323,7 @@ def test_version_changes_with_the_text(tmp_path):
     (tmp_path / "math").mkdir()
     from importlib.resources import files
 
-    text = (files("prompts") / "math" / "easier.md").read_text()
+    text = (files("teachloop.prompts") / "math" / "easier.md").read_text()
     (tmp_path / "math" / "easier.md").write_text(text.replace("EASIER", "MUCH EASIER"))
     assert PromptLibrary(tmp_path).template("math.word", "easier").version != base
     (tmp_path / "math" / "easier.md").write_text(text.replace("{{summary}}", "{{summry}}"))

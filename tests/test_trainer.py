@@ -28,13 +28,13 @@ from trl import GRPOTrainer  # noqa: E402
 from trl.trainer.callbacks import SyncRefModelCallback  # noqa: E402
 from trl.trainer.utils import get_callable_name  # noqa: E402
 
-from curriculum.items import Item  # noqa: E402
-from curriculum.pool import open_pool  # noqa: E402
-from curriculum.vcrl import variance_score  # noqa: E402
-from training.config import CurriculumGRPOConfig  # noqa: E402
-from training.data import ItemSampler, PoolData  # noqa: E402
-from training.rewards import make_correctness_reward, make_format_reward  # noqa: E402
-from training.trainer import (  # noqa: E402
+from teachloop.curriculum.items import Item  # noqa: E402
+from teachloop.curriculum.pool import open_pool  # noqa: E402
+from teachloop.curriculum.vcrl import variance_score  # noqa: E402
+from teachloop.training.config import CurriculumGRPOConfig  # noqa: E402
+from teachloop.training.data import ItemSampler, PoolData  # noqa: E402
+from teachloop.training.rewards import make_correctness_reward, make_format_reward  # noqa: E402
+from teachloop.training.trainer import (  # noqa: E402
     CURRICULUM_STATE_FILE,
     SPLICE_KEYS,
     CurriculumGRPOTrainer,
@@ -109,13 +109,13 @@ def test_config_validates_curriculum_fields(tmp_path):
 
 # ===================================================================== rewards
 def _items(n=3, seed=0, family="math.rg.basic_arithmetic", start_level=0):
-    from evals.families import get_family
+    from teachloop.evals.families import get_family
 
     return get_family(family, start_level=start_level).seeds(n, seed=seed)
 
 
 def test_rewards_follow_trl_contract_and_keep_their_names():
-    from evals.families import get_family
+    from teachloop.evals.families import get_family
 
     items = {it.id: it for it in _items(2)}
     a, b = list(items.values())
@@ -244,7 +244,7 @@ def build_pool(run_dir: Path, n: int = 6, seed: int = 0) -> list[Item]:
 
 @pytest.fixture(scope="module")
 def model_path():
-    from agents.embedded import embedded_model_path
+    from teachloop.agents.embedded import embedded_model_path
 
     return str(embedded_model_path())
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curriculum.vcrl import (
+from teachloop.curriculum.vcrl import (
     MemoryBank,
     VCRLConfig,
     VCRLState,
@@ -313,7 +313,7 @@ def test_state_logs_and_refuses_a_different_config():
 
 
 def test_curriculum_modules_stay_pure_python():
-    code = ("import sys, curriculum.vcrl, curriculum.adacurl; "
+    code = ("import sys, teachloop.curriculum.vcrl, teachloop.curriculum.adacurl; "
             "bad = [m for m in ('torch', 'trl', 'langgraph', 'numpy', 'transformers') "
             "if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -2,8 +2,8 @@
 
 Beside ``training/trainer.py`` as TRL keeps ``grpo_config.py`` beside ``grpo_trainer.py``
 (STYLE.md §3). The VCRL and AdaCuRL knobs are not repeated here: ``vcrl_config`` and
-``adacurl_config`` take the keyword arguments of :class:`curriculum.vcrl.VCRLConfig` and
-:class:`curriculum.adacurl.AdaCuRLConfig` (a dict, or a JSON string from a command line), so
+``adacurl_config`` take the keyword arguments of :class:`teachloop.curriculum.vcrl.VCRLConfig` and
+:class:`teachloop.curriculum.adacurl.AdaCuRLConfig` (a dict, or a JSON string from a command line), so
 their help strings live in one place and cannot drift. ``__post_init__`` validates them and
 rejects TRL settings the curriculum cannot honour, saying what to set instead.
 
@@ -20,8 +20,8 @@ from typing import Any
 
 from trl import GRPOConfig
 
-from curriculum.adacurl import AdaCuRLConfig
-from curriculum.vcrl import VCRLConfig
+from teachloop.curriculum.adacurl import AdaCuRLConfig
+from teachloop.curriculum.vcrl import VCRLConfig
 
 __all__ = ["MODES", "CurriculumGRPOConfig"]
 
@@ -55,11 +55,11 @@ class CurriculumGRPOConfig(GRPOConfig):
                 "on-policy re-rolls; adacurl: train on the merged difficulty buckets, reset the "
                 "reference model at each merge; vcrl+adacurl: both"})
     vcrl_config: dict | str | None = field(default=None, metadata={
-        "help": "keyword arguments of curriculum.vcrl.VCRLConfig (kappa_warmup, warmup_steps, "
+        "help": "keyword arguments of teachloop.curriculum.vcrl.VCRLConfig (kappa_warmup, warmup_steps, "
                 "kappa, bank_capacity, alpha, replay_limit); a dict or a JSON string; "
                 "unset keys keep the METHODS.md §2 defaults"})
     adacurl_config: dict | str | None = field(default=None, metadata={
-        "help": "keyword arguments of curriculum.adacurl.AdaCuRLConfig (num_buckets, gamma, "
+        "help": "keyword arguments of teachloop.curriculum.adacurl.AdaCuRLConfig (num_buckets, gamma, "
                 "window, min_samples, cs_floor, format_steps, fine_low, fine_high, ...); a dict "
                 "or a JSON string; unset keys keep the METHODS.md §3 defaults"})
     accuracy_reward: str = field(default="correctness_reward", metadata={

@@ -34,8 +34,8 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from curriculum.items import Item
-from curriculum.pool import PoolStore
+from teachloop.curriculum.items import Item
+from teachloop.curriculum.pool import PoolStore
 
 __all__ = ["ItemSampler", "PoolData"]
 

@@ -14,7 +14,7 @@ leaves it out of sums and means). STYLE.md §4.
   once the step reaches ``T_f`` (AdaCuRL, arXiv 2511.09478: format + accuracy, then accuracy
   only after ``T_f = 64`` steps).
 
-Both need the items (id → :class:`~curriculum.items.Item`); bind them with the factories
+Both need the items (id → :class:`~teachloop.curriculum.items.Item`); bind them with the factories
 :func:`make_correctness_reward` / :func:`make_format_reward`, which return a
 ``functools.partial`` that TRL logs under the function's real name.
 
@@ -27,7 +27,7 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from curriculum.items import Item
+from teachloop.curriculum.items import Item
 
 __all__ = [
     "correctness_reward",
@@ -38,7 +38,7 @@ __all__ = [
 
 
 def _family(item: Item):
-    from evals.families import get_family  # registry import is light; families load lazily
+    from teachloop.evals.families import get_family  # registry import is light; families load lazily
 
     return get_family(item.family)
 

@@ -70,11 +70,11 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.trainer.callbacks import SyncRefModelCallback
 
-from curriculum.adacurl import AdaCuRLScheduler, MergeEvent, filter_fine
-from curriculum.vcrl import VCRLState, variance_score
-from training.config import CurriculumGRPOConfig
-from training.data import ItemSampler, PoolData
-from training.rewards import make_correctness_reward, make_format_reward
+from teachloop.curriculum.adacurl import AdaCuRLScheduler, MergeEvent, filter_fine
+from teachloop.curriculum.vcrl import VCRLState, variance_score
+from teachloop.training.config import CurriculumGRPOConfig
+from teachloop.training.data import ItemSampler, PoolData
+from teachloop.training.rewards import make_correctness_reward, make_format_reward
 
 # transformers 5 renamed gradient_checkpointing to activation_checkpointing; TRL 1.16 still
 # uses the old names, so every run printed four FutureWarnings the user can do nothing about.
@@ -97,7 +97,7 @@ SPLICE_KEYS = frozenset(_LEFT_PADDED + _RIGHT_PADDED + _PER_ROW + _SCALAR)
 class CurriculumGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` whose data comes from a pool and whose batches follow the curriculum.
 
-    ``data`` is a :class:`~training.data.PoolData`; ``reward_funcs`` defaults to the
+    ``data`` is a :class:`~teachloop.training.data.PoolData`; ``reward_funcs`` defaults to the
     correctness and format rewards bound to its items. ``train_dataset`` is built here: every
     item for ``grpo``, placeholder rows for the curriculum modes (items are bound at
     generation time). Other keyword arguments go to ``GRPOTrainer``.

@@ -3,7 +3,7 @@
 ``code_exec``, ``code_gen``), each with its name constant(s), a config dataclass with
 ``validate()``, the class, and ``register(...)`` at the bottom.
 
-    >>> from evals.families import get_family, family_names
+    >>> from teachloop.evals.families import get_family, family_names
     >>> fam = get_family("math.rg.chain_sum")
     >>> item = fam.seeds(1)[0]
     >>> fam.score(item, fam.reference_completion(item))
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evals.families.base import Family, FamilyConfig, ProposalResult
+from teachloop.evals.families.base import Family, FamilyConfig, ProposalResult
 
 __all__ = [
     "Family",
@@ -68,4 +68,4 @@ def family_names() -> list[str]:
 
 # Built-in families register themselves on import (reasoning-gym style).  Heavy imports
 # (reasoning_gym, the sandbox zygote, math-verify workers) happen lazily, on first use.
-from evals.families import code_exec, code_gen, math_word, rg  # noqa: E402,F401
+from teachloop.evals.families import code_exec, code_gen, math_word, rg  # noqa: E402,F401

@@ -1,6 +1,6 @@
 """The task-family interface and the helpers every family shares.
 
-A family turns seeds and teacher proposals into :class:`~curriculum.items.Item` records and
+A family turns seeds and teacher proposals into :class:`~teachloop.curriculum.items.Item` records and
 scores student completions against them.  The contract (tests/test_families.py checks it for
 every registered family):
 
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import Any, ClassVar, Mapping
 
-from curriculum.items import Item
+from teachloop.curriculum.items import Item
 
 __all__ = [
     "BoundedCache",

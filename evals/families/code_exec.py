@@ -35,9 +35,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from curriculum.items import Item
-from evals.families import register
-from evals.families.base import (
+from teachloop.curriculum.items import Item
+from teachloop.evals.families import register
+from teachloop.evals.families.base import (
     SEED_TEACHER,
     BoundedCache,
     Family,
@@ -47,7 +47,7 @@ from evals.families.base import (
     last_code_block,
     seeded_order,
 )
-from evals.families.harness import (
+from teachloop.evals.families.harness import (
     MAX_LITERAL_CHARS,
     HarnessRun,
     _balanced_close,
@@ -56,7 +56,7 @@ from evals.families.harness import (
     outputs_match,
     run_calls,
 )
-from evals.families.math_word import load_data
+from teachloop.evals.families.math_word import load_data
 
 log = logging.getLogger(__name__)
 

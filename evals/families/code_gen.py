@@ -32,9 +32,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from curriculum.items import Item
-from evals.families import register
-from evals.families.base import (
+from teachloop.curriculum.items import Item
+from teachloop.evals.families import register
+from teachloop.evals.families.base import (
     SEED_TEACHER,
     BoundedCache,
     Family,
@@ -43,7 +43,7 @@ from evals.families.base import (
     code_blocks,
     seeded_order,
 )
-from evals.families.harness import run_check
+from teachloop.evals.families.harness import run_check
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Execution harness of the code families: call untrusted ``f`` on inputs, or run a test suite,
-inside ``evals.sandbox.run_python``, and read the results back without trusting the program.
+inside ``teachloop.evals.sandbox.run_python``, and read the results back without trusting the program.
 
 Used by code.deduction / code.abduction / code.induction (``run_calls``) and code.generation
 (``run_check``), for teacher proposals (gold outputs, METHODS.md §1: "gold outputs always
@@ -44,7 +44,7 @@ import json
 import secrets
 from dataclasses import asdict, dataclass, field
 
-from evals import sandbox
+from teachloop.evals import sandbox
 
 __all__ = [
     "CallOutcome",

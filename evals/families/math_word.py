@@ -29,9 +29,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from curriculum.items import Item
-from evals.families import register
-from evals.families.base import (
+from teachloop.curriculum.items import Item
+from teachloop.evals.families import register
+from teachloop.evals.families.base import (
     SEED_TEACHER,
     BoundedCache,
     Family,
@@ -74,7 +74,7 @@ def load_data(data_file: str) -> dict[str, Any]:
     if os.path.sep in data_file or os.path.exists(data_file):
         with open(data_file, encoding="utf-8") as fh:
             return json.load(fh)
-    res = importlib.resources.files("evals.families") / "data" / data_file
+    res = importlib.resources.files("teachloop.evals.families") / "data" / data_file
     return json.loads(res.read_text(encoding="utf-8"))
 
 
@@ -90,7 +90,7 @@ class MathWordFamily(Family):
     # -- execution -------------------------------------------------------------------------
     def _execute(self, program: str) -> tuple[str | None, str, str, dict]:
         """(gold or None, failing stage, reason, evidence) from two sandbox runs of ``program``."""
-        from evals.sandbox import run_python
+        from teachloop.evals.sandbox import run_python
 
         key = hashlib.sha256(
             f"{self.config.exec_timeout_s}|{self.config.memory_mb}|{self.config.max_answer_chars}|{program}".encode()
@@ -154,7 +154,7 @@ class MathWordFamily(Family):
             return ProposalResult.reject(stage, reason, **ev)
         checks = ["executed", "deterministic", "one-line answer"]
         if stated is not None:
-            from evals.answers import verify_math
+            from teachloop.evals.answers import verify_math
 
             stated = str(stated).strip()
             if not verify_math(gold, stated, timeout_s=self.config.verify_timeout_s):
@@ -230,12 +230,12 @@ class MathWordFamily(Family):
             return ProposalResult.reject("internal", f"{type(e).__name__}: {e}"[:300])
 
     def _extract(self, completion: str) -> str | None:
-        from evals.answers import extract_answer
+        from teachloop.evals.answers import extract_answer
 
         return extract_answer(completion)
 
     def _score(self, item: Item, completion: str) -> float:
-        from evals.answers import verify_math
+        from teachloop.evals.answers import verify_math
 
         ans = self._extract(completion)
         if ans is None or not ans.strip() or not item.answer:

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import Any
 
-from curriculum.items import Item
-from evals.families import register
-from evals.families.base import PROCEDURAL_TEACHER, SEED_TEACHER, Family, FamilyConfig
+from teachloop.curriculum.items import Item
+from teachloop.evals.families import register
+from teachloop.evals.families.base import PROCEDURAL_TEACHER, SEED_TEACHER, Family, FamilyConfig
 
 RG_DATASETS = ("basic_arithmetic", "chain_sum", "gsm_symbolic", "products", "gcd", "lcm")
 NAME_PREFIX = "math.rg."
@@ -259,7 +259,7 @@ class ReasoningGymFamily(Family):
 
     # -- scoring ---------------------------------------------------------------------------
     def _extract(self, completion: str) -> str | None:
-        from evals.answers import extract_answer
+        from teachloop.evals.answers import extract_answer
 
         return extract_answer(completion)
 
@@ -281,7 +281,7 @@ class ReasoningGymFamily(Family):
             return 0.0
 
     def _score(self, item: Item, completion: str) -> float:
-        from evals.answers import verify_math
+        from teachloop.evals.answers import verify_math
 
         ans = self._extract(completion)
         if ans is None or not ans.strip():
