@@ -247,7 +247,7 @@ def test_probe_local_is_batched(local):
     for r in results:
         assert isinstance(r, ProbeResult) and len(r.completions) == len(r.rewards) == r.attempts == 8
         assert all(v in (0.0, 1.0) for v in r.rewards)
-        assert 0.0 <= r.p <= 1.0 and r.successes == sum(r.rewards)
+        assert r.successes == sum(r.rewards) and r.p == r.successes / r.attempts
 
 
 def test_probe_rejects_rewards_outside_unit_interval(local):

@@ -427,6 +427,7 @@ def test_generate_refuses_to_overwrite_and_to_resume_nothing(tmp_path):
 # ----------------------------------------------------------------------------- embedded model
 
 
+@pytest.mark.full  # heavy: make test-all / CI
 def test_llm_teacher_on_embedded_model(tmp_path):
     """SmolLM2-135M as teacher and student through ``teachloop.generate.main``: 8 seeds, 2 turns.
 

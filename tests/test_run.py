@@ -134,6 +134,7 @@ def test_kill_9_during_probe_then_resume(tmp_path):
     assert all(it.attempts == 2 for it in items), [it.attempts for it in items]
 
 
+@pytest.mark.full  # heavy: make test-all / CI
 def test_online_kill_9_during_training_then_resume(tmp_path):
     """--online: teacher rounds after steps 1 and 2 of 3; killed once a checkpoint exists."""
     out = tmp_path / "run"

@@ -35,6 +35,7 @@ ARMS = [{"name": "no-augmentation", "set": ["teacher.max_turns=0"]},
         {"name": "procedural", "set": ["teacher.kind=procedural", "teacher.max_turns=1"]}]
 
 
+@pytest.mark.full  # heavy: make test-all / CI
 def test_study_2_arms_x_2_seeds_table_and_plots(tmp_path):
     out = tmp_path / "study"
     f = write_study(tmp_path / "study.yaml", out, ARMS)

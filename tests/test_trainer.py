@@ -259,7 +259,9 @@ def _args(out, mode, **kw) -> CurriculumGRPOConfig:
     return CurriculumGRPOConfig(**base)
 
 
-@pytest.mark.parametrize("mode", MODES)
+# grpo and vcrl+adacurl in the fast tier; the single-component modes in make test-all
+@pytest.mark.parametrize("mode", [m if m in ("grpo", "vcrl+adacurl") else
+                                  pytest.param(m, marks=pytest.mark.full) for m in MODES])
 def test_each_mode_trains_and_logs_informative_fraction(tmp_path, model_path, mode):
     items = build_pool(tmp_path)
     store = open_pool(tmp_path, create=False)
@@ -439,6 +441,7 @@ def test_sparse_kl_masking_removes_all_equal_groups_from_the_loss(tmp_path, mode
     assert m1 == pytest.approx(alone, rel=1e-5)
 
 
+@pytest.mark.full  # heavy: make test-all / CI
 def test_resume_restores_scheduler_kappa_and_bank_exactly(tmp_path, model_path):
     build_pool(tmp_path)
     store = open_pool(tmp_path, create=False)
