@@ -15,12 +15,12 @@ What is covered:
     ``max_batch_size`` sequences, run in a one-thread executor so the event loop stays
     free. ``generate_calls`` counts calls to ``model.generate`` so tests can assert batching.
   * ``OpenAIBackend``: the ``openai`` SDK's ``AsyncOpenAI``; concurrency bounded by an
-    ``asyncio.Semaphore``; a per-request timeout; retries with exponential backoff and
-    jitter on connection errors, timeouts, 408/409/429 and 5xx done by OUR loop (the
-    SDK's own ``max_retries`` is set to 0 so the retry policy, the retry count
-    ``retries`` and the bound on total time live in one place); when one request has
-    used up its retries the others are cancelled and ``BackendRequestFailed`` is raised,
-    so a dead server ends a run within roughly one backoff schedule instead of hanging.
+    ``asyncio.Semaphore``; a per-request timeout; retries are the SDK's own
+    (``max_retries``: exponential backoff from 0.5 s to 8 s with jitter, ``Retry-After``
+    honoured, on connection errors, timeouts, 408/409/429 and 5xx); an httpx event hook
+    counts every HTTP request, so ``requests`` and ``retries`` are exact. When one request
+    has used up its retries the others are cancelled and ``BackendRequestFailed`` is
+    raised, so a dead server ends a run within roughly one backoff schedule.
   * ``n > 1`` against servers that ignore ``n`` (llama.cpp's server answers one choice):
     ``n_mode="auto"`` asks natively once, tops up the missing choices with single
     requests, and remembers to fan out from then on.
@@ -47,7 +47,6 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-import random
 import threading
 import time
 import weakref
@@ -504,12 +503,9 @@ class OpenAIBackendConfig:
     max_concurrency: int = field(default=8, metadata={"help": "most requests in flight at once"})
     timeout_s: float = field(default=120.0, metadata={"help": "per-request timeout (seconds)"})
     max_retries: int = field(
-        default=4, metadata={"help": "retries per request on connection errors, timeouts, 408/409/429 and 5xx"}
+        default=4, metadata={"help": "the openai SDK's retries per request (connection errors, timeouts, "
+                                     "408/409/429, 5xx; backoff 0.5 s doubling to 8 s, Retry-After honoured)"}
     )
-    backoff_initial_s: float = field(
-        default=0.5, metadata={"help": "first retry delay; doubles per retry (with jitter)"}
-    )
-    backoff_max_s: float = field(default=8.0, metadata={"help": "cap on one retry delay (seconds)"})
     health_timeout_s: float = field(default=5.0, metadata={"help": "timeout of the start-up check (GET /models)"})
     n_mode: str = field(
         default="auto",
@@ -555,8 +551,8 @@ class OpenAIBackend(ChatBackend):
             raise TypeError("pass either a config or keyword overrides, not both")
         self.config = config
         self.model: str | None = config.model
-        self.retries = 0  # retried requests, for tests and logs
-        self.requests = 0  # requests sent (first tries and retries)
+        self.requests = 0  # HTTP requests sent (first tries and the SDK's retries)
+        self.calls = 0  # logical requests (each retried by the SDK up to max_retries times)
         # Set once a native n>1 request came back short (llama.cpp's server ignores n).
         self.server_ignores_n = config.n_mode == "fanout"
         self._tokenizer: Any = None  # loaded on first use, see _render
@@ -575,11 +571,17 @@ class OpenAIBackend(ChatBackend):
                 raise BackendUnavailable(
                     "no endpoint configured: set base_url or TEACHLOOP_OPENAI_BASE_URL / OPENAI_BASE_URL"
                 )
+            from openai import DefaultAsyncHttpxClient
+
+            async def count(request: Any) -> None:  # every HTTP request, retries included
+                self.requests += 1
+
             client = AsyncOpenAI(
                 base_url=self.config.base_url,
                 api_key=self.config.api_key,
                 timeout=self.config.timeout_s,
-                max_retries=0,  # retries are ours: see _create
+                max_retries=self.config.max_retries,
+                http_client=DefaultAsyncHttpxClient(event_hooks={"request": [count]}),
             )
             state = (client, asyncio.Semaphore(self.config.max_concurrency))
             self._per_loop[loop] = state
@@ -592,7 +594,9 @@ class OpenAIBackend(ChatBackend):
         client, _ = self._client()
         url = self.config.base_url
         try:
-            page = await client.models.list(timeout=self.config.health_timeout_s)
+            self.calls += 1  # one request, not retried: a dead endpoint fails the start at once
+            page = await client.with_options(max_retries=0).models.list(
+                timeout=self.config.health_timeout_s)
             ids = [m.id for m in page.data]
         except openai.AuthenticationError as e:
             raise BackendUnavailable(f"{url} refused the API key (HTTP 401); set OPENAI_API_KEY") from e
@@ -612,16 +616,10 @@ class OpenAIBackend(ChatBackend):
         if state is not None:
             await state[0].close()
 
-    def _retry_delay(self, attempt: int, exc: BaseException) -> float:
-        delay = min(self.config.backoff_max_s, self.config.backoff_initial_s * 2**attempt)
-        delay *= 0.5 + random.random() / 2  # jitter: concurrent retries do not stampede
-        retry_after = getattr(getattr(exc, "response", None), "headers", {}).get("retry-after")
-        if retry_after:
-            try:
-                delay = max(delay, min(float(retry_after), self.config.backoff_max_s))
-            except ValueError:
-                pass
-        return delay
+    @property
+    def retries(self) -> int:
+        """Requests the SDK retried (the health check's GET /models counts as a call too)."""
+        return self.requests - self.calls
 
     def _render(self, messages: list[Message]) -> str | None:
         """The raw prompt continuing the final assistant message, rendered with the local
@@ -649,36 +647,27 @@ class OpenAIBackend(ChatBackend):
                     if k not in ("continue_final_message", "add_generation_prompt")}
             sampling = {**{k: v for k, v in sampling.items() if k != "extra_body"},
                         **({"extra_body": body} if body else {})}
-        attempt = 0
-        while True:
-            try:
-                async with sem:
-                    self.requests += 1
-                    if prompt is not None:
-                        return await client.completions.create(
-                            model=self.model, prompt=prompt, n=n, **sampling  # type: ignore[arg-type]
-                        )
-                    return await client.chat.completions.create(
-                        model=self.model, messages=messages, n=n, **sampling  # type: ignore[arg-type]
+        self.calls += 1
+        try:
+            async with sem:
+                if prompt is not None:
+                    return await client.completions.create(
+                        model=self.model, prompt=prompt, n=n, **sampling  # type: ignore[arg-type]
                     )
-            except openai.APIStatusError as e:
-                retryable = e.status_code in _RETRY_STATUS or e.status_code >= 500
-                if not retryable:
-                    raise BackendRequestFailed(
-                        f"{self.config.base_url} answered HTTP {e.status_code}: {_one_line(e)}"
-                    ) from e
-                error: Exception = e
-            except openai.APIConnectionError as e:  # includes APITimeoutError
-                error = e
-            if attempt >= self.config.max_retries:
+                return await client.chat.completions.create(
+                    model=self.model, messages=messages, n=n, **sampling  # type: ignore[arg-type]
+                )
+        except openai.APIStatusError as e:
+            if e.status_code in _RETRY_STATUS or e.status_code >= 500:
                 raise BackendRequestFailed(
-                    f"request to {self.config.base_url} failed after {attempt + 1} attempts: {_one_line(error)}"
-                ) from error
-            delay = self._retry_delay(attempt, error)
-            log.warning("retrying in %.2f s after %s", delay, _one_line(error))
-            self.retries += 1
-            attempt += 1
-            await asyncio.sleep(delay)
+                    f"request to {self.config.base_url} failed after {self.config.max_retries + 1} "
+                    f"attempts: {_one_line(e)}") from e
+            raise BackendRequestFailed(
+                f"{self.config.base_url} answered HTTP {e.status_code}: {_one_line(e)}") from e
+        except openai.APIConnectionError as e:  # includes APITimeoutError
+            raise BackendRequestFailed(
+                f"request to {self.config.base_url} failed after {self.config.max_retries + 1} "
+                f"attempts: {_one_line(e)}") from e
 
     async def _one_conversation(
         self, messages: list[Message], n: int, sampling: dict[str, Any], stop: Sequence[str] | None

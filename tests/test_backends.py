@@ -286,7 +286,8 @@ def test_server_n_greater_than_one(llama_server):
     assert all(c.completion_tokens >= 1 for cs in out for c in cs)
     # llama.cpp's server returns one choice whatever n is: the backend noticed and fanned out
     # (per conversation: one native request answered with 1 choice + 2 single requests).
-    assert backend.server_ignores_n and backend.requests == 2 * 3
+    # (+1: the GET /models that resolved the model name)
+    assert backend.server_ignores_n and backend.requests == 2 * 3 + 1 and backend.retries == 0
     backend.close()
 
 
@@ -391,7 +392,7 @@ def test_retries_on_rate_limit_server_errors_and_timeouts(script):
     stub = ScriptedServer(script)
     try:
         backend = OpenAIBackend(OpenAIBackendConfig(
-            base_url=stub.base_url, model="stub", timeout_s=0.5, max_retries=3, backoff_initial_s=0.05))
+            base_url=stub.base_url, model="stub", timeout_s=0.5, max_retries=3))
         out = backend.generate([ASK], n=1, max_tokens=4)
         assert out[0][0].text == "5" and out[0][0].completion_tokens == 1
         assert backend.retries == len(script) and stub.hits == len(script) + 1
@@ -403,7 +404,7 @@ def test_retries_exhausted_and_client_errors_fail_clearly():
     stub = ScriptedServer([(503, 0)] * 3 + [(400, 0)])
     try:
         backend = OpenAIBackend(OpenAIBackendConfig(
-            base_url=stub.base_url, model="stub", max_retries=2, backoff_initial_s=0.05))
+            base_url=stub.base_url, model="stub", max_retries=2))
         with pytest.raises(BackendRequestFailed, match="failed after 3 attempts.*503"):
             backend.generate([ASK], max_tokens=4)
         with pytest.raises(BackendRequestFailed, match="HTTP 400"):  # not retried
@@ -421,7 +422,7 @@ def test_server_killed_mid_run_retries_then_fails_within_bounded_time(tmp_path):
     try:
         backend = OpenAIBackend(OpenAIBackendConfig(
             base_url=server.base_url, max_concurrency=4, timeout_s=30, max_retries=3,
-            backoff_initial_s=0.2, backoff_max_s=1.0, extra_body=LLAMA_CPP_NO_EOS,
+            extra_body=LLAMA_CPP_NO_EOS,
         ))
         backend.check()
         convs = [[{"role": "user", "content": f"Write a long story number {i}."}] for i in range(8)]
