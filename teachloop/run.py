@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -39,7 +38,9 @@ from rich.table import Table
 from teachloop.curriculum.items import Item
 from teachloop.curriculum.pool import PoolStore, open_pool
 from teachloop import rundir
-from teachloop.config import ModelSection, config_from_dict, dump_yaml, to_dict
+from teachloop.agents.build import Backends, needs_llm_teacher
+from teachloop.agents.config import from_run_config
+from teachloop.config import apply_process_settings, config_from_dict, dump_yaml, to_dict, yaml_load
 from teachloop.errors import UserError
 
 CONFIG_FILE = rundir.CONFIG
@@ -53,29 +54,6 @@ class RunResult:
     probed: int
     wall_s: float
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-def make_student_backend(m: ModelSection) -> Any:
-    """The chat backend a ``ModelSection`` describes (imports torch only for ``local``)."""
-    from teachloop.agents.backends import LocalBackendConfig, OpenAIBackendConfig, make_backend
-
-    if m.backend == "local":
-        model = None if m.model == "embedded" else m.model
-        return make_backend(LocalBackendConfig(model=model))
-    tok = m.tokenizer
-    if tok == "embedded":
-        from teachloop.agents.embedded import embedded_model_path
-
-        tok = str(embedded_model_path())
-    return make_backend(OpenAIBackendConfig(base_url=m.base_url or None,
-                                            model=None if m.model == "embedded" else m.model,
-                                            tokenizer=tok or None))
-
-
-def run_config_class() -> type:
-    from teachloop.generate import GenerateConfig
-
-    return GenerateConfig
 
 
 # ------------------------------------------------------------------------------ stages file
@@ -108,67 +86,17 @@ def _setup(cfg: Any, resume: bool, console: Console) -> tuple[Any, Path, PoolSto
     if resume and not cfg_file.exists():
         raise UserError(f"nothing to resume in {out} (no {CONFIG_FILE})")
     out.mkdir(parents=True, exist_ok=True)
-    cls = run_config_class()
     if resume:
-        saved = yaml.safe_load(cfg_file.read_text())
-        saved_cfg = config_from_dict(saved, cls)
-        if to_dict(saved_cfg) != to_dict(config_from_dict(to_dict(cfg), cls)):
+        saved_cfg = config_from_dict(yaml_load(cfg_file.read_text()))
+        if to_dict(saved_cfg) != to_dict(cfg):
             console.print(f"[yellow]note:[/] resuming with the config saved in {cfg_file}")
         cfg = saved_cfg
     else:
-        cfg = config_from_dict(to_dict(cfg), cls)
+        cfg = config_from_dict(to_dict(cfg))
         tmp = cfg_file.with_suffix(".tmp")
         tmp.write_text(dump_yaml(cfg))
         tmp.replace(cfg_file)
     return cfg, out, open_pool(out)
-
-
-class Backends:
-    """The models a run loads, each once: the student (probes, evaluation) and the teacher."""
-
-    def __init__(self, cfg: Any) -> None:
-        self.cfg = cfg
-        self._student: Any = None
-        self._teacher: Any = None
-
-    def student(self) -> Any:
-        if self._student is None:
-            from teachloop.agents.backends import LocalBackend
-            from teachloop.agents.batching import CoalescingBackend
-
-            b = make_student_backend(self.cfg.student)
-            if isinstance(b, LocalBackend):
-                b = CoalescingBackend(b, window_s=0.05)
-            b.check()  # a dead endpoint is one clear error now, not ten minutes later
-            self._student = b
-        return self._student
-
-    def teacher(self) -> Any:
-        """The teacher backend: the student's when both name the same local model."""
-        if self._teacher is None:
-            tm, sm = self.cfg.teacher.model, self.cfg.student
-            if (tm.backend, tm.model, tm.base_url) == (sm.backend, sm.model, sm.base_url) \
-                    and tm.backend == "local":
-                self._teacher = self.student()
-            else:
-                from teachloop.agents.backends import LocalBackend
-                from teachloop.agents.batching import CoalescingBackend
-
-                b = make_student_backend(tm)
-                if isinstance(b, LocalBackend):
-                    b = CoalescingBackend(b, window_s=0.05)
-                b.check()
-                self._teacher = b
-        return self._teacher
-
-    def frozen_teacher(self) -> Any:
-        """A teacher for online rounds: never the model being trained (a separate instance)."""
-        return self.teacher()
-
-    def close(self) -> None:
-        for b in {id(x): x for x in (self._student, self._teacher) if x is not None}.values():
-            b.close()
-        self._student = self._teacher = None
 
 
 def student_model_path(cfg: Any) -> str | None:
@@ -185,12 +113,12 @@ def student_model_path(cfg: Any) -> str | None:
 
 
 def _teacher(cfg: Any, out: Path, backends: Backends, console: Console) -> dict[str, Any]:
-    from teachloop.generate import RUN_FILE, _uses_llm, loop_config
+    from teachloop.generate import RUN_FILE
     from teachloop.generate import main as generate
 
-    loop = loop_config(cfg)
+    loop = from_run_config(cfg)
     student = backends.student()
-    teacher = backends.teacher() if _uses_llm(loop, list(cfg.seeds.families)) else None
+    teacher = backends.teacher() if needs_llm_teacher(loop, list(cfg.seeds.families)) else None
     res = generate(cfg, out=out, resume=(out / RUN_FILE).exists(), console=console,
                    student=student, teacher=teacher)
     summary = {
@@ -302,16 +230,15 @@ def _train(cfg: Any, out: Path, store: PoolStore, backends: Backends, console: C
     adacurl = adacurl_settings(cfg, store, console) if "adacurl" in t.mode else None
     hook = None
     if cfg.online.enabled:
-        from teachloop.generate import _uses_llm, loop_config
         from teachloop.online import make_online_callback
 
-        needs_llm = _uses_llm(loop_config(cfg), list(cfg.seeds.families))
+        needs_llm = needs_llm_teacher(from_run_config(cfg), list(cfg.seeds.families))
         teacher = backends.frozen_teacher() if needs_llm else None
 
         def hook(trainer: Any) -> list[Any]:
             return [make_online_callback(trainer, cfg, out, teacher=teacher, console=console)]
 
-    extra = {"save_total_limit": 1, **t.args}
+    extra = {"save_total_limit": 1, "report_to": t.report_to, **t.args}
     if cfg.online.enabled:  # the trainer loads the round's variants itself after each round
         extra.setdefault("pool_refresh_steps", 0)
     res = train_main(out, mode=t.mode, max_steps=t.max_steps, out=train_dir,
@@ -334,6 +261,7 @@ def main(cfg: Any, *, resume: bool = False, console: Console | None = None) -> R
     t0 = time.monotonic()
     # ---------------------------------------------------------------- setup
     cfg, out, store = _setup(cfg, resume, console)
+    apply_process_settings(cfg)
     book = StageBook(out)
     backends = Backends(cfg)
     seeded = probed = 0

@@ -42,7 +42,7 @@ from rich.console import Console
 from rich.table import Table
 
 from teachloop import rundir
-from teachloop.config import ConfigError, load_config, to_dict
+from teachloop.config import DEFAULT_PRESET, ConfigError, load_config, to_dict
 from teachloop.errors import UserError
 
 BUDGET_KEYS = ("train.max_steps", "train.batch_size", "train.num_generations",
@@ -111,7 +111,7 @@ def load_spec(path: str | Path, out: str | Path | None = None) -> StudySpec:
     cfg_file = data.get("config")
     return StudySpec(
         out=Path(out) if out is not None else Path(data.get("out", "runs/study")),
-        preset=data.get("preset", "quickstart"),
+        preset=data.get("preset", DEFAULT_PRESET),
         config=str(base / cfg_file) if cfg_file else None,
         overrides=_as_list(data.get("set"), "set"),
         seeds=list(seeds), metric=str(data.get("metric", "pass@1")), arms=arms,
@@ -129,13 +129,11 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def arm_config(spec: StudySpec, arm: Arm, seed: int) -> Any:
-    from teachloop.run import run_config_class
-
     run_dir = spec.out / arm.name / f"seed-{seed}"
     try:
         return load_config(spec.preset, spec.config,
                            [*spec.overrides, *arm.overrides, f"run.seed={seed}",
-                            f"run.out={run_dir}"], cls=run_config_class())
+                            f"run.out={run_dir}"])
     except ConfigError as e:
         raise UserError(f"arm {arm.name}: {e}") from None
 

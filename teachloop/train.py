@@ -49,13 +49,15 @@ class TrainResult:
 def _parse_args(pairs: list[str]) -> dict[str, Any]:
     import yaml
 
+    from teachloop.config import yaml_load  # 1e-6 is a float (YAML 1.2)
+
     out: dict[str, Any] = {}
     for s in pairs:
         key, eq, raw = s.partition("=")
         if not eq or not key.strip():
             raise UserError(f"--arg {s!r} must look like key=value")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            out[key.strip()] = yaml_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             out[key.strip()] = raw
     return out

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loop_helpers import ArithmeticStudent, ScriptedTeacher, math_proposal  # noqa: E402
 
 from teachloop.config import load_config  # noqa: E402
-from teachloop.generate import GenerateConfig, main  # noqa: E402
+from teachloop.generate import main  # noqa: E402
 
 DELAY_S = float(os.environ.get("LOOP_DRIVER_DELAY_S", "0.25"))
 OVERRIDES = [
@@ -60,6 +60,6 @@ if __name__ == "__main__":
     out, resume = sys.argv[1], "--resume" in sys.argv[2:]
     if os.environ.get("LOOP_DRIVER_EXIT_AFTER_WRITES") and not resume:
         die_after_writes(int(os.environ["LOOP_DRIVER_EXIT_AFTER_WRITES"]))
-    cfg = load_config("smoke", None, OVERRIDES, cls=GenerateConfig)
+    cfg = load_config("smoke", None, OVERRIDES)
     main(cfg, out=out, resume=resume, student=ArithmeticStudent(delay_s=DELAY_S),
          teacher=ScriptedTeacher(SCRIPT, delay_s=DELAY_S))

@@ -70,6 +70,49 @@ def test_every_key_has_help():
     keys = all_keys()
     assert len(keys) > 10
     assert all(h for h in keys.values()), [k for k, h in keys.items() if not h]
+    # the teacher section is the loop's own options model plus its backend: each loop option
+    # is a teacher.* key, declared once (agents/config.py)
+    from teachloop.agents.config import TeacherLoopOptions
+
+    assert {f"teacher.{k}" for k in TeacherLoopOptions.model_fields} <= set(keys)
+    assert "teacher.model.temperature" in keys and "sandbox.require_isolation" in keys
+
+
+def test_yaml_numbers_and_one_line_errors(tmp_path):
+    # PyYAML (YAML 1.1) reads 1e-6 as a string; the loader reads it as a float everywhere
+    assert load_config(None, None, ["train.learning_rate=1e-6"]).train.learning_rate == 1e-6
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  learning_rate: 3e-5\n  args: {weight_decay: 1E-2}\n")
+    cfg = load_config(None, f)
+    assert cfg.train.learning_rate == 3e-5 and cfg.train.args["weight_decay"] == 0.01
+    for override, msg in [
+        ("probe.chunk_seqs=0", "probe.chunk_seqs must be >= 1, got 0"),
+        ("train.mode=ppo", "train.mode must be 'grpo', 'vcrl', 'adacurl' or 'vcrl+adacurl'"),
+        ("train.batch_size=6", "train.batch_size (6) must be a multiple of train.num_generations (4)"),
+        ("teacher.easier_at=0.9", "teacher: easier_at must be below harder_above"),
+        ("train.report_to=mlflow", "train.report_to must be 'none', 'tensorboard', 'trackio' or"),
+        ("train.args={learning_rate: 0.1}", "set train.learning_rate, not train.args.learning_rate"),
+        ("eval=3", "eval: expected a mapping, got 3"),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            load_config(None, None, [override])
+        assert msg in str(e.value) and "\n" not in str(e.value), (override, str(e.value))
+    with pytest.raises(ConfigError, match="online mode needs a curriculum mode"):
+        load_config(None, None, ["online.enabled=true", "train.mode=grpo"])
+
+
+def test_saved_config_round_trips(tmp_path):
+    import yaml
+
+    from teachloop.config import config_from_dict, dump_yaml, to_dict, yaml_load
+
+    cfg = load_config("quickstart", None, ["train.learning_rate=1e-6", "teacher.stepping_stones=true",
+                                           "train.args={bf16: false}", "sandbox.require_isolation=true"])
+    text = dump_yaml(cfg)
+    assert to_dict(config_from_dict(yaml_load(text))) == to_dict(cfg)
+    # and for any YAML 1.1 reader (report.py reads config.yaml with yaml.safe_load)
+    assert yaml.safe_load(text)["train"]["learning_rate"] == 1e-6
+    assert "teacher:\n" in text and "\n  model:\n" in text  # one teacher section, no second tree
 
 
 # --- CLI ---------------------------------------------------------------------------------
@@ -85,6 +128,79 @@ def test_config_command_prints_resolved_yaml():
     r = cli("config", "--preset", "smoke", "--set", "train.max_steps=3")
     assert r.returncode == 0, r.stderr
     assert "max_steps: 3" in r.stdout
+    r = cli("config", "--set", "train.learning_rate=1e-6")
+    assert r.returncode == 0, r.stderr
+    assert "  learning_rate: 1.0e-06\n" in r.stdout  # a float (1e-06), as YAML 1.1 spells it
+    r = cli("config", "--explain")
+    assert r.returncode == 0 and "teacher.stepping_stones" in r.stdout and "report_to" in r.stdout
+
+
+def test_config_schema_covers_the_tree():
+    import json
+
+    r = cli("config", "--schema")
+    assert r.returncode == 0, r.stderr
+    schema = json.loads(r.stdout)
+    defs = schema["$defs"]
+    assert set(schema["properties"]) == {k.split(".")[0] for k in all_keys()}
+    for name, d in defs.items():  # editors flag unknown keys and missing help
+        assert d["additionalProperties"] is False, name
+        assert all(p.get("description") for p in d["properties"].values()), name
+    assert defs["TeacherSection"]["properties"]["kind"]["enum"] == ["llm", "procedural", "auto"]
+    assert defs["TrainSection"]["properties"]["report_to"]["enum"] == [
+        "none", "tensorboard", "trackio", "wandb"]
+
+
+def test_config_command_and_run_write_the_same_config(tmp_path):
+    """`teachloop config` resolves what `teachloop run` writes to config.yaml (same default
+    preset, same overrides). The run stops at its seeds stage (an unknown family)."""
+    sets = ["--set", "seeds.families=no.such_family", "--set", "train.learning_rate=1e-6",
+            "--set", "teacher.stepping_stones=true"]
+    for preset in ([], ["--preset", "smoke"]):
+        out = tmp_path / f"run{len(preset)}"
+        r = cli("run", *preset, *sets, "--out", str(out))
+        assert_user_error(r, "no.such_family")
+        shown = cli("config", *preset, *sets, "--set", f"run.out={out}")
+        assert shown.returncode == 0, shown.stderr
+        assert (out / "config.yaml").read_text() == shown.stdout
+    assert "per_family: 3\n" in (tmp_path / "run0" / "config.yaml").read_text()  # quickstart
+
+
+def test_verbose_logs_debug_through_rich(capsys):
+    import logging
+
+    from rich.logging import RichHandler
+
+    from teachloop import cli as cli_mod
+
+    root, ours = logging.getLogger(), logging.getLogger("teachloop")
+    saved = root.handlers[:], root.level, ours.level
+    try:
+        with pytest.raises(SystemExit):  # typer's standalone mode exits 0
+            cli_mod.main(["--verbose", "version"])
+        assert logging.getLogger("teachloop").isEnabledFor(logging.DEBUG)
+        assert any(isinstance(h, RichHandler) for h in root.handlers)
+        logging.getLogger("teachloop.test").debug("a debug line")
+        assert "a debug line" in capsys.readouterr().err
+        with pytest.raises(SystemExit):
+            cli_mod.main(["version"])
+        assert not logging.getLogger("teachloop").isEnabledFor(logging.DEBUG)
+        assert logging.getLogger("teachloop").isEnabledFor(logging.INFO)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        ours.setLevel(saved[2])
+
+
+def test_sandbox_setting_reaches_the_sandbox(monkeypatch):
+    from teachloop.config import apply_process_settings
+    from teachloop.evals import sandbox
+
+    seen = []
+    monkeypatch.setattr(sandbox, "set_require_isolation", seen.append, raising=False)
+    apply_process_settings(load_config(None, None, ["sandbox.require_isolation=true"]))
+    apply_process_settings(load_config(None))
+    assert seen == [True, False]
 
 
 def test_pool_stats_shows_counts_and_histogram(tmp_path):

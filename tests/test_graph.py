@@ -117,10 +117,9 @@ def test_summary_shows_pass_rate_attempts_and_direction():
 
 def test_from_run_config_maps_the_run_tree():
     from teachloop.config import load_config
-    from teachloop.generate import GenerateConfig
 
     cfg = load_config("quickstart", None, ["teacher.max_turns=5", "probe.attempts=3",
-                                           "teacher.stepping_stones=true"], cls=GenerateConfig)
+                                           "teacher.stepping_stones=true"])
     loop = from_run_config(cfg)
     assert loop.max_turns == 5 and loop.attempts == 3 and loop.stepping_stones
     assert loop.families == cfg.seeds.families and loop.student_max_tokens == cfg.student.max_tokens
@@ -412,10 +411,9 @@ def test_death_right_after_a_pool_write_then_resume(tmp_path):
 def test_generate_refuses_to_overwrite_and_to_resume_nothing(tmp_path):
     from teachloop.config import load_config
     from teachloop.errors import UserError
-    from teachloop.generate import GenerateConfig, main
+    from teachloop.generate import main
 
-    cfg = load_config("smoke", None, ["seeds.per_family=2", "teacher.max_turns=1", "probe.attempts=2"],
-                      cls=GenerateConfig)
+    cfg = load_config("smoke", None, ["seeds.per_family=2", "teacher.max_turns=1", "probe.attempts=2"])
     with pytest.raises(UserError, match="nothing to resume"):
         main(cfg, out=tmp_path / "a", resume=True, student=ArithmeticStudent())
     res = main(cfg, out=tmp_path / "a", student=ArithmeticStudent())
@@ -438,13 +436,12 @@ def test_llm_teacher_on_embedded_model(tmp_path):
     from rich.console import Console
 
     from teachloop.config import load_config
-    from teachloop.generate import GenerateConfig, main
+    from teachloop.generate import main
 
     cfg = load_config("smoke", None, [
         "seeds.families=[math.rg.chain_sum]", "seeds.per_family=8", "teacher.kind=llm",
         "teacher.max_turns=2", "teacher.in_band=easier", "probe.attempts=2",
-        "student.max_tokens=8", "teacher.model.max_tokens=200", "teacher.model.temperature=0.3"],
-        cls=GenerateConfig)
+        "student.max_tokens=8", "teacher.model.max_tokens=200", "teacher.model.temperature=0.3"])
     console = Console(record=True, width=120)
     res = main(cfg, out=tmp_path / "run", console=console)
     assert res.chains == 8
@@ -467,14 +464,14 @@ def test_llm_teacher_on_loopback_server(tmp_path, llama_server):
     from rich.console import Console
 
     from teachloop.config import load_config
-    from teachloop.generate import GenerateConfig, main
+    from teachloop.generate import main
 
     cfg = load_config("smoke", None, [
         "seeds.families=[math.rg.chain_sum]", "seeds.per_family=8", "teacher.kind=llm",
         "teacher.max_turns=2", "teacher.in_band=easier", "probe.attempts=2",
         "student.max_tokens=8", "teacher.model.max_tokens=200", "teacher.model.temperature=0.3",
         "teacher.model.backend=openai", "teacher.model.tokenizer=embedded",
-        f"teacher.model.base_url={llama_server.base_url}"], cls=GenerateConfig)
+        f"teacher.model.base_url={llama_server.base_url}"])
     res = main(cfg, out=tmp_path / "run", console=Console(record=True, width=120))
     assert res.chains == 8
     assert res.proposals == 16 == res.accepted + res.rejected == res.pool_accepted + res.pool_rejected
