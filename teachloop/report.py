@@ -25,11 +25,6 @@ import html
 import logging
 import os
 import re
-import shutil
-import signal
-import struct
-import subprocess
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -41,17 +36,20 @@ from rich.console import Console
 
 from teachloop import rundir
 from teachloop.errors import UserError
+from teachloop.report_plots import (eval_figure, pass_rates_figure, rewards_figure,
+                                    timeline_figure, yield_figure)
+from teachloop.screenshot import capture, find_chromium, page_height, png_size, screenshot
+
+__all__ = ["ReportResult", "build_report", "find_chromium", "page_height", "png_size",
+           "report_command", "screenshot"]
 
 log = logging.getLogger(__name__)
 
 SECTIONS = ("header", "yield", "pass_rates", "lineage", "timeline", "rewards", "eval")
 PLOTS = ("yield.png", "pass_rates.png", "timeline.png", "rewards.png", "eval.png")
-DIR_COLORS = {"seed": "#4c72b0", "easier": "#55a868", "harder": "#dd8452"}
 PROMPT_CHARS = 160
 MAX_CHAIN_ROWS = 12
-CONTENT_WIDTH = 1180  # px: the page's max content width (CSS below)
 DPI = 100
-MAX_SHOT_HEIGHT = 6000  # px: the screenshot window's height cap
 
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;font-size:14px;color:#222;
@@ -153,12 +151,6 @@ def _num(v: Any) -> float | None:
         return float(v)
     except (TypeError, ValueError):
         return None
-
-
-def _figure(w: float, h: float) -> Any:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(w, h), layout="constrained")
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -366,7 +358,7 @@ def _yield(run: _Run, page: _Page) -> bool:
         return False
     if by_turn:
         page.add(f'<p>source: {e(source)}</p>')
-        _yield_plot(by_turn, page)
+        page.image(yield_figure(by_turn), "yield.png", "teacher yield per turn and direction")
         rows = []
         for (turn, d), c in by_turn.items():
             y = c["accepted"] / c["proposed"] if c["proposed"] else None
@@ -395,35 +387,6 @@ def _yield(run: _Run, page: _Page) -> bool:
     return True
 
 
-def _yield_plot(by_turn: dict[tuple[int, str], dict[str, int]], page: _Page) -> None:
-    keys = list(by_turn)
-    n = len(keys)
-    fig = _figure(min(11.5, max(6.5, 0.55 * n + 3.0)), 3.2)
-    ax = fig.add_subplot()
-    x = list(range(n))
-    acc = [by_turn[k]["accepted"] for k in keys]
-    rej = [by_turn[k]["rejected"] for k in keys]
-    colors = [DIR_COLORS.get(d, "#888") for _, d in keys]
-    ax.bar(x, acc, color=colors, label="accepted")
-    ax.bar(x, rej, bottom=acc, color="#d9d9d9", edgecolor="#999", hatch="//", label="rejected")
-    top = max((a + r for a, r in zip(acc, rej)), default=1) or 1
-    for i, (a, r) in enumerate(zip(acc, rej)):
-        if a + r:
-            ax.text(i, a + r + 0.02 * top, f"{a / (a + r):.0%}", ha="center", va="bottom",
-                    fontsize=8)
-    ax.set_ylim(0, top * 1.15)
-    ax.set_xticks(x, [f"t{t}\n{d}" for t, d in keys], fontsize=8,
-                  rotation=0 if n <= 14 else 90)
-    ax.set_ylabel("proposals")
-    ax.set_title("proposals per turn (label: yield)", fontsize=10)
-    from matplotlib.patches import Patch
-
-    handles = [Patch(color=c, label=d) for d, c in DIR_COLORS.items() if d != "seed"]
-    handles.append(Patch(facecolor="#d9d9d9", edgecolor="#999", hatch="//", label="rejected"))
-    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    page.image(fig, "yield.png", "teacher yield per turn and direction")
-
-
 # ---------------------------------------------------------------------------- 3 pass rates
 
 
@@ -438,30 +401,7 @@ def _pass_rates(run: _Run, page: _Page) -> bool:
     if not groups["all"]:
         page.note(f"no measured items among {len(run.items)} (probing not run yet)")
         return False
-    from matplotlib.ticker import MaxNLocator
-
-    fig = _figure(11.5, 2.8)
-    axes = fig.subplots(1, 4, sharex=True)
-    bins = [i / 10 for i in range(11)]
-    for ax, (name, ps) in zip(axes, groups.items()):
-        color = DIR_COLORS.get(name, "#555")
-        if ps:
-            ax.hist(ps, bins=bins, color=color, edgecolor="white")
-            mean = sum(ps) / len(ps)
-            ax.axvline(mean, color="#222", lw=1, ls="--")
-            ax.set_title(f"{name}: n={len(ps)}, mean {mean:.2f}", fontsize=10)
-        else:
-            ax.text(0.5, 0.5, "no measured items", ha="center", va="center",
-                    transform=ax.transAxes, color="#888")
-            ax.set_title(f"{name}: n=0", fontsize=10)
-            ax.set_yticks([])
-        ax.set_xlim(0, 1)
-        ax.set_xticks([0, 0.25, 0.5, 0.75, 1], ["0", ".25", ".5", ".75", "1"])
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("pass rate p", fontsize=9)
-        ax.tick_params(labelsize=8)
-    axes[0].set_ylabel("items")
-    page.image(fig, "pass_rates.png", "pass-rate histograms")
+    page.image(pass_rates_figure(groups), "pass_rates.png", "pass-rate histograms")
     return True
 
 
@@ -583,55 +523,8 @@ def _timeline(run: _Run, page: _Page) -> bool:
         page.note("no curriculum metrics (training not run yet)" if not recs else
                   "the train log has no curriculum metrics (train mode grpo?)")
         return False
-    fig = _figure(11.5, 5.2 if low else 3.4)
-    axes = fig.subplots(2 if low else 1, 1, sharex=True, squeeze=False)[:, 0]
-    ax = axes[0]
-    for k, lab, ls, xs, ys in top:
-        ax.plot(xs, ys, ls, marker="o", ms=3 if len(xs) <= 60 else 0, label=lab)
-    few = len(rounds) <= 8
-    ax.set_ylim(-0.03, (1.34 if few else 1.55) if rounds else 1.1)  # headroom for labels
-    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    ax.set_ylabel("fraction / score")
-    if low:
-        for k, lab, xs, ys in low:
-            if k == "adacurl/n_active":
-                axes[1].step(xs, ys, where="post", lw=2, label=lab)
-            else:
-                axes[1].plot(xs, ys, marker=".", ms=4, lw=1, label=lab)
-        axes[1].set_ylabel("count")
-        axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    for a in axes:
-        for i, s in enumerate(merges):
-            a.axvline(s, color="#c62828", ls=":", lw=1.5,
-                      label="bucket merge" if i == 0 and a is ax else None)
-        for r in rounds:
-            s = _num(r["step"])
-            # a round runs after step s, before step s + 1: shade the gap between them
-            a.axvspan(s + 0.15, s + 0.85, color="#8e44ad", alpha=0.18, lw=0)
-    # Round labels sit in the headroom above 1.0: horizontal and staggered on two rows while
-    # they fit, vertical and small when many rounds would collide.
-    box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1}
-    for i, r in enumerate(rounds):
-        s = _num(r["step"])
-        if few:
-            ax.text(s + 0.2, 1.27 if i % 2 == 0 else 1.16, _round_label(r, i), ha="left",
-                    va="center", fontsize=8, color="#5b2c6f", bbox=box)
-        else:
-            ax.text(s + 0.5, 1.53, _round_label(r, i).replace("teacher round", "round"),
-                    rotation=90, ha="center", va="top", fontsize=7, color="#5b2c6f", bbox=box)
-    if rounds:
-        from matplotlib.patches import Patch
-
-        handles, labels = ax.get_legend_handles_labels()
-        handles.append(Patch(color="#8e44ad", alpha=0.3))
-        labels.append("online teacher round")
-        ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    elif top or merges:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    xs_all = [int(r["step"]) for r in recs] + [int(_num(r["step"])) for r in rounds]
-    if xs_all:
-        ax.set_xlim(min(xs_all) - 0.8, max(xs_all) + 1.2)
-    axes[-1].set_xlabel("step")
+    labelled = [(_num(r["step"]), _round_label(r, i)) for i, r in enumerate(rounds)]
+    fig = timeline_figure(top, low, merges, labelled, [int(r["step"]) for r in recs])
     page.image(fig, "timeline.png", "curriculum timeline")
     bits = []
     if merges:
@@ -669,38 +562,18 @@ def _rewards(run: _Run, page: _Page) -> bool:
     recs = _steps(run.train_log)
     funcs = sorted({k for r in recs for k in r
                     if k.startswith("rewards/") and k.endswith("/mean")})
-    panels = []
+    panels: dict[str, tuple[list[int], list[float]]] = {}
     reward = _series(recs, "reward")
     if reward[0] or funcs:
-        panels.append("reward")
+        panels["reward"] = reward
     for k in ("loss", "kl", "entropy"):
-        if _series(recs, k)[0]:
-            panels.append(k)
+        if (xy := _series(recs, k))[0]:
+            panels[k] = xy
     if not panels:
         page.note("no training log yet (training not run yet)")
         return False
-    fig = _figure(11.5, 3.0)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, name in zip(axes, panels):
-        if name == "reward":
-            xs, ys = reward
-            if xs:
-                ax.plot(xs, ys, "-o", ms=3 if len(xs) <= 60 else 0, color="#222",
-                        label="reward (total)")
-                sx, sd = _series(recs, "reward_std")
-                if sx == xs:
-                    ax.fill_between(xs, [y - s for y, s in zip(ys, sd)],
-                                    [y + s for y, s in zip(ys, sd)], color="#222", alpha=0.1)
-            for f in funcs:
-                fx, fy = _series(recs, f)
-                ax.plot(fx, fy, "-", lw=1.2, label=f[len("rewards/"):-len("/mean")])
-            ax.legend(fontsize=7)
-        else:
-            xs, ys = _series(recs, name)
-            ax.plot(xs, ys, "-o", ms=3 if len(xs) <= 60 else 0)
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("step", fontsize=9)
-        ax.tick_params(labelsize=8)
+    components = {f[len("rewards/"):-len("/mean")]: _series(recs, f) for f in funcs}
+    fig = rewards_figure(panels, _series(recs, "reward_std"), components)
     page.image(fig, "rewards.png", "reward, loss and KL curves")
     last = recs[-1]
     cols = ["reward"] + funcs + ["loss", "kl", "step_time"]
@@ -749,22 +622,7 @@ def _eval(run: _Run, page: _Page) -> bool:
     if b and a and b.get("bench") != a.get("bench"):
         page.note("before and after ran on different benchmarks; Δ compares unlike things")
     if plot:
-        fig = _figure(min(9.0, 2.5 + 1.3 * len(plot)), 2.6)
-        ax = fig.add_subplot()
-        x = list(range(len(plot)))
-        w = 0.38
-        bars_b = ax.bar([i - w / 2 for i in x], [p[1] for p in plot], w, label="before",
-                        color="#9aa7b8")
-        bars_a = ax.bar([i + w / 2 for i in x], [p[2] for p in plot], w, label="after",
-                        color="#4c72b0")
-        for bars in (bars_b, bars_a):
-            ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
-        ax.set_xticks(x, [p[0] for p in plot])
-        hi = max(max(p[1], p[2]) for p in plot)
-        ax.set_ylim(0, max(1.0, hi) * 1.15)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-        ax.set_title("before vs after", fontsize=10)
-        page.image(fig, "eval.png", "evaluation before vs after")
+        page.image(eval_figure(plot), "eval.png", "evaluation before vs after")
     return True
 
 
@@ -799,7 +657,7 @@ def build_report(run_dir: str | os.PathLike[str], *, out: str | os.PathLike[str]
     if screenshot:
         _write(html_path, doc.replace(_SCREENSHOT_MARK, f'<p class="note">a full-page '
                f'screenshot of this report: <a href="{shot_path.name}">{shot_path.name}</a></p>'))
-        shot, note = _screenshot(html_path, shot_path)
+        shot, note = capture(find_chromium(), html_path, shot_path)
         if shot is None:
             log.warning("report screenshot: %s", note)
     if shot is None:
@@ -837,116 +695,6 @@ def _write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------------------- screenshot
-
-
-def png_size(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """(width, height) from a PNG's IHDR chunk; ValueError if it is not a PNG."""
-    with open(path, "rb") as f:
-        head = f.read(24)
-    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
-        raise ValueError(f"{path} is not a PNG file")
-    return struct.unpack(">II", head[16:24])
-
-
-def find_chromium() -> str | None:
-    if os.access("/usr/bin/chromium", os.X_OK):
-        return "/usr/bin/chromium"
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        p = shutil.which(name)
-        if p:
-            return p
-    return None
-
-
-def page_height(html_text: str, width: int = 1280) -> int:
-    """A generous estimate of the rendered height of a report page (px), for the screenshot
-    window: images at their displayed size, table rows, headings, paragraphs."""
-    content = min(width - 48, CONTENT_WIDTH)
-    h = 120
-    for m in re.finditer(r'<img [^>]*width="(\d+)" height="(\d+)"', html_text):
-        w, ih = int(m.group(1)), int(m.group(2))
-        h += int(ih * min(1.0, content / max(w, 1))) + 12
-    h += 26 * html_text.count("<tr")
-    h += 22 * len(re.findall(r'<td class="prompt">[^<]{110,}', html_text))  # wrapped prompts
-    h += 60 * html_text.count("<h2") + 36 * html_text.count("<h3")
-    h += 28 * html_text.count("<p")
-    return max(800, min(int(h * 1.25) + 200, MAX_SHOT_HEIGHT))
-
-
-def _screenshot(html_path: Path, png_path: Path, width: int = 1280,
-                height: int | None = None, timeout_s: float = 60.0) -> tuple[Path | None, str]:
-    exe = find_chromium()
-    if exe is None:
-        return None, "no screenshot: Chromium is not installed (apt-get install chromium)"
-    html_path, png_path = Path(html_path).resolve(), Path(png_path).resolve()
-    if height is None:
-        height = page_height(html_path.read_text(encoding="utf-8", errors="replace"), width)
-    png_path.unlink(missing_ok=True)
-    profile = tempfile.mkdtemp(prefix="teachloop-chromium-")
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", "--force-device-scale-factor=1",
-           f"--user-data-dir={profile}", "--hide-scrollbars", f"--window-size={width},{height}",
-           f"--screenshot={png_path}", html_path.as_uri()]
-    try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            _, err = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # Chromium's helpers share its session
-            proc.communicate()
-            return None, f"no screenshot: Chromium timed out after {timeout_s:.0f} s"
-        finally:
-            try:  # renderer/zygote children can outlive the browser process
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-    except OSError as err:
-        return None, f"no screenshot: could not start {exe}: {err}"
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-    if png_path.exists() and png_path.stat().st_size > 0:
-        if _trim_bottom(png_path) and height >= MAX_SHOT_HEIGHT:
-            log.warning("report screenshot: the page is taller than %d px and was cut", height)
-        return png_path, ""
-    tail = [ln for ln in err.decode("utf-8", "replace").splitlines() if ln.strip()]
-    return None, (f"no screenshot: Chromium exited {proc.returncode}"
-                  + (f" ({tail[-1][:160]})" if tail else ""))
-
-
-def _trim_bottom(png: Path, margin: int = 32) -> bool:
-    """Crop the blank band the generous window height leaves below the page (pillow comes
-    with matplotlib). True when content reaches the bottom edge (the page may be cut)."""
-    try:
-        from PIL import Image, ImageChops
-    except ImportError:
-        return False
-    with Image.open(png) as im:
-        rgb = im.convert("RGB")
-    bg = Image.new("RGB", rgb.size, rgb.getpixel((rgb.width - 1, rgb.height - 1)))
-    box = ImageChops.difference(rgb, bg).getbbox()
-    if box is None:
-        return False
-    if box[3] + margin < rgb.height:
-        rgb.crop((0, 0, rgb.width, box[3] + margin)).save(png)
-        return False
-    return True
-
-
-def screenshot(html_path: str | os.PathLike[str], png_path: str | os.PathLike[str],
-               width: int = 1280, *, height: int | None = None,
-               timeout_s: float = 60.0) -> Path | None:
-    """Render ``html_path`` with headless Chromium into ``png_path`` (``width`` px wide; the
-    height is estimated from the page unless given). None, with one log line, when Chromium
-    is missing or fails; never raises for a Chromium problem."""
-    path, note = _screenshot(Path(html_path), Path(png_path), width, height, timeout_s)
-    if path is None:
-        log.warning("%s", note)
-    return path
 
 
 # ---------------------------------------------------------------------------- typer command
