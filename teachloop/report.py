@@ -14,6 +14,11 @@ through ``matplotlib.figure.Figure`` so pyplot's global state is never touched) 
 ``index.html``, referenced by relative paths, so the folder can be copied or zipped as is.
 All text that comes from the run (prompts, reasons, config values) is HTML-escaped.
 
+This module is the page (sections, tables, CSS), ``build_report`` and the typer command. It
+reads the run through teachloop/report_data.py, draws the figures with
+teachloop/report_plots.py and takes the screenshot with teachloop/screenshot.py
+(``find_chromium``, ``png_size`` and ``screenshot`` are importable from here too).
+
 What it is not: a live dashboard (re-run the command to refresh), nor a comparison of runs
 (``teachloop study`` does that). The screenshot (headless Chromium) is best effort: without
 Chromium, or when it fails, there is no screenshot and the report says why.
@@ -36,6 +41,8 @@ from rich.console import Console
 
 from teachloop import rundir
 from teachloop.errors import UserError
+from teachloop.report_data import (RunData, load_run, merge_steps, nested, num,
+                                   parse_by_turn, parse_reasons, series, step_records)
 from teachloop.report_plots import (eval_figure, pass_rates_figure, rewards_figure,
                                     timeline_figure, yield_figure)
 from teachloop.screenshot import capture, find_chromium, page_height, png_size, screenshot
@@ -51,6 +58,7 @@ PROMPT_CHARS = 160
 MAX_CHAIN_ROWS = 12
 DPI = 100
 
+# main's max-width is teachloop/screenshot.py's CONTENT_WIDTH (its page-height estimate)
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;font-size:14px;color:#222;
  margin:0;background:#fff}
@@ -142,101 +150,32 @@ def _fmt(v: Any, nd: int = 3) -> str:
     return str(v)
 
 
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
-
-
-# ---------------------------------------------------------------------------- inputs
-
-
-@dataclass
-class _Run:
-    dir: Path
-    config: dict[str, Any] | None
-    stages: dict[str, Any] | None
-    items: list[Any] | None  # teachloop.curriculum.items.Item, None without a pool
-    rejections: list[dict[str, Any]]
-    pool_note: str
-    generate: dict[str, Any] | None
-    train_log: list[dict[str, Any]]
-    rounds: list[dict[str, Any]]
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-
-
-def _load(run_dir: Path) -> _Run:
-    import yaml
-
-    cfg = None
-    try:
-        loaded = yaml.safe_load((run_dir / rundir.CONFIG).read_text())
-        cfg = loaded if isinstance(loaded, dict) else None
-    except (OSError, yaml.YAMLError):
-        pass
-    items, rejections, note = None, [], ""
-    if (run_dir / rundir.POOL).exists():
-        from teachloop.curriculum.pool import PoolError, open_pool
-
-        try:
-            with open_pool(run_dir, create=False) as store:
-                items = store.query()
-                rejections = store.rejections()
-        except (PoolError, OSError, ValueError) as err:
-            note = f"the pool could not be read: {str(err).splitlines()[0]}"
-    else:
-        note = "no pool yet (seeding not run yet)"
-
-    def obj(name: str) -> dict[str, Any] | None:
-        v = rundir.read_json(run_dir / name)
-        return v if isinstance(v, dict) else None
-
-    return _Run(dir=run_dir, config=cfg, stages=obj(rundir.STAGES), items=items,
-                rejections=rejections, pool_note=note, generate=obj(rundir.GENERATE_RESULT),
-                train_log=rundir.read_jsonl(run_dir / rundir.TRAIN_LOG),
-                rounds=rundir.read_jsonl(run_dir / rundir.ONLINE_ROUNDS),
-                before=obj(rundir.EVAL_BEFORE), after=obj(rundir.EVAL_AFTER))
-
-
 # ---------------------------------------------------------------------------- 1 header
 
 
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(k)
-    return d
-
-
-def _header(run: _Run, page: _Page) -> bool:
+def _header(run: RunData, page: _Page) -> bool:
     page.add(f"<h1>teachloop report</h1><p>run directory <code>{e(run.dir.resolve())}</code>"
              f" &middot; generated {e(time.strftime('%Y-%m-%d %H:%M:%S'))}</p>"
              "<h2>1 &middot; run</h2>")
     blocks = []
     c = run.config
     if c is not None:
-        teacher = _get(c, "teacher", "kind")
+        teacher = nested(c, "teacher", "kind")
         if teacher in ("llm", "auto"):
-            tm = _get(c, "teacher", "model") or {}
-            teacher = f"{teacher} ({_get(tm, 'backend')}:{_get(tm, 'model')})"
-        fams = _get(c, "seeds", "families")
-        rows = [["student model", f"{_get(c, 'student', 'backend')}:{_get(c, 'student', 'model')}"],
+            tm = nested(c, "teacher", "model") or {}
+            teacher = f"{teacher} ({nested(tm, 'backend')}:{nested(tm, 'model')})"
+        fams = nested(c, "seeds", "families")
+        student = f"{nested(c, 'student', 'backend')}:{nested(c, 'student', 'model')}"
+        rows = [["student model", student],
                 ["teacher", teacher],
                 ["families", ", ".join(map(str, fams)) if isinstance(fams, list) else fams],
-                ["seeds per family", _get(c, "seeds", "per_family")],
-                ["teacher turns", _get(c, "teacher", "max_turns")],
-                ["probe attempts M", _get(c, "probe", "attempts")],
-                ["train mode", _get(c, "train", "mode")],
-                ["train steps", _get(c, "train", "max_steps")],
-                ["group size G", _get(c, "train", "num_generations")],
-                ["seed", _get(c, "run", "seed")]]
+                ["seeds per family", nested(c, "seeds", "per_family")],
+                ["teacher turns", nested(c, "teacher", "max_turns")],
+                ["probe attempts M", nested(c, "probe", "attempts")],
+                ["train mode", nested(c, "train", "mode")],
+                ["train steps", nested(c, "train", "max_steps")],
+                ["group size G", nested(c, "train", "num_generations")],
+                ["seed", nested(c, "run", "seed")]]
         blocks.append("<div><h3>config</h3>" + _table(["key", "value"],
                       [[k, _fmt(v)] for k, v in rows], cls="kv", wrap={1}) + "</div>")
     else:
@@ -261,7 +200,7 @@ def _header(run: _Run, page: _Page) -> bool:
         rows = []
         for name, st in run.stages.items():
             st = st if isinstance(st, dict) else {}
-            w = _num(st.get("wall_s"))
+            w = num(st.get("wall_s"))
             rows.append([name, "yes" if st.get("done") else "no",
                          "—" if w is None else f"{w:.1f}"])
         blocks.append("<div><h3>stages</h3>" + _table(["stage", "done", "wall s"], rows,
@@ -274,65 +213,10 @@ def _header(run: _Run, page: _Page) -> bool:
 
 # ---------------------------------------------------------------------------- 2 yield
 
-_KEY = re.compile(r"(\d+)\D+?(seed|easier|harder)")
-
-
-def _parse_by_turn(raw: Any) -> dict[tuple[int, str], dict[str, int]]:
-    """generate_result.json's by_turn: a list of {"turn","direction",counts...}, or a dict
-    keyed by "(1, 'easier')"-like strings; anything else is skipped."""
-    out: dict[tuple[int, str], dict[str, int]] = {}
-    entries: list[tuple[Any, Any, dict[str, Any]]] = []
-    if isinstance(raw, list):
-        for r in raw:
-            if isinstance(r, dict):
-                entries.append((r.get("turn"), r.get("direction"), r))
-    elif isinstance(raw, dict):
-        for k, v in raw.items():
-            m = _KEY.search(str(k))
-            if m and isinstance(v, dict):
-                entries.append((m.group(1), m.group(2), v))
-    for turn, direction, counts in entries:
-        try:
-            key = (int(turn), str(direction))
-        except (TypeError, ValueError):
-            continue
-        row = {k: int(_num(counts.get(k)) or 0) for k in ("proposed", "accepted", "rejected")}
-        if not row["proposed"]:
-            row["proposed"] = row["accepted"] + row["rejected"]
-        out[key] = row
-    return dict(sorted(out.items()))
-
-
-def _parse_reasons(raw: Any) -> list[tuple[str, str, int]]:
-    out: list[tuple[str, str, int]] = []
-    if isinstance(raw, dict):
-        for k, v in raw.items():
-            n = _num(v)
-            if n is None:
-                continue
-            s = str(k)
-            m = re.match(r"""^\(\s*['"](.*?)['"]\s*,\s*['"](.*)['"]\s*\)$""", s, re.S)
-            if m:
-                stage, reason = m.group(1), m.group(2)
-            else:
-                stage, sep, reason = s.partition("|") if "|" in s else s.partition(": ")
-                if not sep:
-                    stage, reason = "", s
-            out.append((stage, reason, int(n)))
-    elif isinstance(raw, list):
-        for r in raw:
-            if isinstance(r, dict):
-                n = _num(r.get("n", r.get("count")))
-                out.append((str(r.get("stage", "")), str(r.get("reason", "")), int(n or 0)))
-            elif isinstance(r, (list, tuple)) and len(r) >= 3:
-                out.append((str(r[0]), str(r[1]), int(_num(r[2]) or 0)))
-    return sorted(out, key=lambda t: -t[2])
-
-
-def _yield(run: _Run, page: _Page) -> bool:
+def _yield(run: RunData, page: _Page) -> bool:
     page.add("<h2>2 &middot; teacher yield per turn and direction</h2>")
     g = run.generate or {}
-    by_turn = _parse_by_turn(g.get("by_turn"))
+    by_turn = parse_by_turn(g.get("by_turn"))
     source = "generate_result.json"
     if not by_turn and run.items is not None:
         source = "the pool (accepted items and recorded rejections)"
@@ -347,7 +231,7 @@ def _yield(run: _Run, page: _Page) -> bool:
         for row in acc.values():
             row["proposed"] = row["accepted"] + row["rejected"]
         by_turn = dict(sorted(acc.items()))
-    reasons = _parse_reasons(g.get("reasons"))
+    reasons = parse_reasons(g.get("reasons"))
     if not reasons and run.rejections:
         cnt: dict[tuple[str, str], int] = defaultdict(int)
         for r in run.rejections:
@@ -390,7 +274,7 @@ def _yield(run: _Run, page: _Page) -> bool:
 # ---------------------------------------------------------------------------- 3 pass rates
 
 
-def _pass_rates(run: _Run, page: _Page) -> bool:
+def _pass_rates(run: RunData, page: _Page) -> bool:
     page.add("<h2>3 &middot; pass rates p</h2>")
     if run.items is None:
         page.note(run.pool_note)
@@ -408,7 +292,7 @@ def _pass_rates(run: _Run, page: _Page) -> bool:
 # ---------------------------------------------------------------------------- 4 lineage
 
 
-def _lineage(run: _Run, page: _Page, n_chains: int = 3) -> bool:
+def _lineage(run: RunData, page: _Page, n_chains: int = 3) -> bool:
     page.add("<h2>4 &middot; lineage examples</h2>")
     if run.items is None:
         page.note(run.pool_note)
@@ -472,58 +356,25 @@ def _lineage(run: _Run, page: _Page, n_chains: int = 3) -> bool:
 # ---------------------------------------------------------------------------- 5 timeline
 
 
-def _steps(log_recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per-step records, a later record for the same step (after a resume) winning."""
-    by_step: dict[int, dict[str, Any]] = {}
-    for r in log_recs:
-        s = _num(r.get("step"))
-        if s is None or "train_runtime" in r:
-            continue
-        by_step.setdefault(int(s), {}).update(r)
-    return [by_step[s] for s in sorted(by_step)]
-
-
-def _series(recs: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    xs, ys = [], []
-    for r in recs:
-        v = _num(r.get(key))
-        if v is not None and v == v:
-            xs.append(int(r["step"]))
-            ys.append(v)
-    return xs, ys
-
-
-def _merge_steps(recs: list[dict[str, Any]]) -> list[int]:
-    out, prev = [], 0.0
-    for r in recs:
-        m = _num(r.get("adacurl/merges"))
-        if m is None:
-            continue
-        if m > prev:
-            out.append(int(r["step"]))
-        prev = m
-    return out
-
-
-def _timeline(run: _Run, page: _Page) -> bool:
+def _timeline(run: RunData, page: _Page) -> bool:
     page.add("<h2>5 &middot; curriculum timeline</h2>")
-    recs = _steps(run.train_log)
-    rounds = [r for r in run.rounds if _num(r.get("step")) is not None]
+    recs = step_records(run.train_log)
+    rounds = [r for r in run.rounds if num(r.get("step")) is not None]
     top_keys = [("curriculum/informative_frac_rolled", "informative groups, rolled out", "-"),
                 ("curriculum/informative_frac", "informative groups, after selection", "-"),
                 ("vcrl/kappa", "VCRL κ", "--"), ("adacurl/cs", "AdaCuRL cs", "-.")]
     low_keys = [("adacurl/n_active", "active buckets"), ("vcrl/bank_size", "VCRL bank size"),
                 ("vcrl/dropped", "dropped groups"), ("vcrl/refilled", "refilled groups")]
-    top = [(k, lab, ls, *_series(recs, k)) for k, lab, ls in top_keys]
+    top = [(k, lab, ls, *series(recs, k)) for k, lab, ls in top_keys]
     top = [t for t in top if t[3]]
-    low = [(k, lab, *_series(recs, k)) for k, lab in low_keys]
+    low = [(k, lab, *series(recs, k)) for k, lab in low_keys]
     low = [t for t in low if t[2]]
-    merges = _merge_steps(recs)
+    merges = merge_steps(recs)
     if not top and not low and not rounds:
         page.note("no curriculum metrics (training not run yet)" if not recs else
                   "the train log has no curriculum metrics (train mode grpo?)")
         return False
-    labelled = [(_num(r["step"]), _round_label(r, i)) for i, r in enumerate(rounds)]
+    labelled = [(num(r["step"]), _round_label(r, i)) for i, r in enumerate(rounds)]
     fig = timeline_figure(top, low, merges, labelled, [int(r["step"]) for r in recs])
     page.image(fig, "timeline.png", "curriculum timeline")
     bits = []
@@ -532,13 +383,13 @@ def _timeline(run: _Run, page: _Page) -> bool:
     if recs and top:
         last = recs[-1]
         bits.append("last step " + ", ".join(
-            f"{lab} {_fmt(_num(last.get(k)), 2)}" for k, lab, *_ in top))
+            f"{lab} {_fmt(num(last.get(k)), 2)}" for k, lab, *_ in top))
     if bits:
         page.add("<p>" + e("; ".join(bits)) + "</p>")
     if rounds:
         rows = [[r.get("round", i + 1), r.get("step"), r.get("frontier", "—"),
                  r.get("proposals", "—"), r.get("accepted", "—"), r.get("rejected", "—"),
-                 r.get("new_items", "—"), _fmt(_num(r.get("wall_s")), 1)]
+                 r.get("new_items", "—"), _fmt(num(r.get("wall_s")), 1)]
                 for i, r in enumerate(rounds)]
         page.add("<h3>online teacher rounds</h3>" + _table(
             ["round", "step", "frontier", "proposals", "accepted", "rejected", "new items",
@@ -557,37 +408,37 @@ def _round_label(r: dict[str, Any], i: int) -> str:
 # ---------------------------------------------------------------------------- 6 rewards
 
 
-def _rewards(run: _Run, page: _Page) -> bool:
+def _rewards(run: RunData, page: _Page) -> bool:
     page.add("<h2>6 &middot; reward, loss and KL</h2>")
-    recs = _steps(run.train_log)
+    recs = step_records(run.train_log)
     funcs = sorted({k for r in recs for k in r
                     if k.startswith("rewards/") and k.endswith("/mean")})
     panels: dict[str, tuple[list[int], list[float]]] = {}
-    reward = _series(recs, "reward")
+    reward = series(recs, "reward")
     if reward[0] or funcs:
         panels["reward"] = reward
     for k in ("loss", "kl", "entropy"):
-        if (xy := _series(recs, k))[0]:
+        if (xy := series(recs, k))[0]:
             panels[k] = xy
     if not panels:
         page.note("no training log yet (training not run yet)")
         return False
-    components = {f[len("rewards/"):-len("/mean")]: _series(recs, f) for f in funcs}
-    fig = rewards_figure(panels, _series(recs, "reward_std"), components)
+    components = {f[len("rewards/"):-len("/mean")]: series(recs, f) for f in funcs}
+    fig = rewards_figure(panels, series(recs, "reward_std"), components)
     page.image(fig, "rewards.png", "reward, loss and KL curves")
     last = recs[-1]
     cols = ["reward"] + funcs + ["loss", "kl", "step_time"]
-    cols = [c for c in cols if _num(last.get(c)) is not None]
+    cols = [c for c in cols if num(last.get(c)) is not None]
     if cols:
         page.add(f"<p>last logged step {e(last.get('step'))}: " + e(", ".join(
-            f"{c} {_fmt(_num(last[c]), 3)}" for c in cols)) + "</p>")
+            f"{c} {_fmt(num(last[c]), 3)}" for c in cols)) + "</p>")
     return True
 
 
 # ---------------------------------------------------------------------------- 7 eval
 
 
-def _eval(run: _Run, page: _Page) -> bool:
+def _eval(run: RunData, page: _Page) -> bool:
     page.add("<h2>7 &middot; evaluation before vs after training</h2>")
     b, a = run.before, run.after
     if b is None and a is None:
@@ -600,7 +451,7 @@ def _eval(run: _Run, page: _Page) -> bool:
     names = list(dict.fromkeys([*mb, *ma]))
     rows, plot = [], []
     for m in names:
-        vb, va = _num(mb.get(m)), _num(ma.get(m))
+        vb, va = num(mb.get(m)), num(ma.get(m))
         if vb is not None and va is not None:
             d = va - vb
             cls = "pos" if d > 0 else "neg" if d < 0 else ""
@@ -617,7 +468,7 @@ def _eval(run: _Run, page: _Page) -> bool:
         else:
             meta.append(f"{label}: {r.get('bench', '?')} · model {r.get('model', '?')} · "
                         f"k={r.get('k', '?')} · {r.get('n_items', '?')} items · "
-                        f"{_fmt(_num(r.get('wall_s')), 1)} s")
+                        f"{_fmt(num(r.get('wall_s')), 1)} s")
     page.add("<p>" + "<br>".join(e(m) for m in meta) + "</p>")
     if b and a and b.get("bench") != a.get("bench"):
         page.note("before and after ran on different benchmarks; Δ compares unlike things")
@@ -645,7 +496,7 @@ def build_report(run_dir: str | os.PathLike[str], *, out: str | os.PathLike[str]
     for name in PLOTS:  # a section that no longer has data must not leave a stale plot
         (out / name).unlink(missing_ok=True)
     t0 = time.monotonic()
-    run = _load(run_dir)
+    run = load_run(run_dir)
     page = _Page(out)
     page.sections["header"] = _guard("header", _header, run, page)
     for name, fn in _SECTION_FUNCS.items():
@@ -671,7 +522,7 @@ def build_report(run_dir: str | os.PathLike[str], *, out: str | os.PathLike[str]
     return res
 
 
-def _guard(name: str, fn: Any, run: _Run, page: _Page) -> bool:
+def _guard(name: str, fn: Any, run: RunData, page: _Page) -> bool:
     """One broken input must not cost the whole report: the section says what failed."""
     n, n_png = len(page.parts), len(page.pngs)
     try:
