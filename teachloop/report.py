@@ -14,6 +14,11 @@ through ``matplotlib.figure.Figure`` so pyplot's global state is never touched) 
 ``index.html``, referenced by relative paths, so the folder can be copied or zipped as is.
 All text that comes from the run (prompts, reasons, config values) is HTML-escaped.
 
+This module is the page (sections, tables, CSS), ``build_report`` and the typer command. It
+reads the run through teachloop/report_data.py, draws the figures with
+teachloop/report_plots.py and takes the screenshot with teachloop/screenshot.py
+(``find_chromium``, ``png_size`` and ``screenshot`` are importable from here too).
+
 What it is not: a live dashboard (re-run the command to refresh), nor a comparison of runs
 (``teachloop study`` does that). The screenshot (headless Chromium) is best effort: without
 Chromium, or when it fails, there is no screenshot and the report says why.
@@ -25,11 +30,6 @@ import html
 import logging
 import os
 import re
-import shutil
-import signal
-import struct
-import subprocess
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -41,18 +41,24 @@ from rich.console import Console
 
 from teachloop import rundir
 from teachloop.errors import UserError
+from teachloop.report_data import (RunData, load_run, merge_steps, nested, num,
+                                   parse_by_turn, parse_reasons, series, step_records)
+from teachloop.report_plots import (eval_figure, pass_rates_figure, rewards_figure,
+                                    timeline_figure, yield_figure)
+from teachloop.screenshot import capture, find_chromium, page_height, png_size, screenshot
+
+__all__ = ["ReportResult", "build_report", "find_chromium", "page_height", "png_size",
+           "report_command", "screenshot"]
 
 log = logging.getLogger(__name__)
 
 SECTIONS = ("header", "yield", "pass_rates", "lineage", "timeline", "rewards", "eval")
 PLOTS = ("yield.png", "pass_rates.png", "timeline.png", "rewards.png", "eval.png")
-DIR_COLORS = {"seed": "#4c72b0", "easier": "#55a868", "harder": "#dd8452"}
 PROMPT_CHARS = 160
 MAX_CHAIN_ROWS = 12
-CONTENT_WIDTH = 1180  # px: the page's max content width (CSS below)
 DPI = 100
-MAX_SHOT_HEIGHT = 6000  # px: the screenshot window's height cap
 
+# main's max-width is teachloop/screenshot.py's CONTENT_WIDTH (its page-height estimate)
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;font-size:14px;color:#222;
  margin:0;background:#fff}
@@ -144,107 +150,32 @@ def _fmt(v: Any, nd: int = 3) -> str:
     return str(v)
 
 
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def _figure(w: float, h: float) -> Any:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(w, h), layout="constrained")
-
-
-# ---------------------------------------------------------------------------- inputs
-
-
-@dataclass
-class _Run:
-    dir: Path
-    config: dict[str, Any] | None
-    stages: dict[str, Any] | None
-    items: list[Any] | None  # teachloop.curriculum.items.Item, None without a pool
-    rejections: list[dict[str, Any]]
-    pool_note: str
-    generate: dict[str, Any] | None
-    train_log: list[dict[str, Any]]
-    rounds: list[dict[str, Any]]
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-
-
-def _load(run_dir: Path) -> _Run:
-    import yaml
-
-    cfg = None
-    try:
-        loaded = yaml.safe_load((run_dir / rundir.CONFIG).read_text())
-        cfg = loaded if isinstance(loaded, dict) else None
-    except (OSError, yaml.YAMLError):
-        pass
-    items, rejections, note = None, [], ""
-    if (run_dir / rundir.POOL).exists():
-        from teachloop.curriculum.pool import PoolError, open_pool
-
-        try:
-            with open_pool(run_dir, create=False) as store:
-                items = store.query()
-                rejections = store.rejections()
-        except (PoolError, OSError, ValueError) as err:
-            note = f"the pool could not be read: {str(err).splitlines()[0]}"
-    else:
-        note = "no pool yet (seeding not run yet)"
-
-    def obj(name: str) -> dict[str, Any] | None:
-        v = rundir.read_json(run_dir / name)
-        return v if isinstance(v, dict) else None
-
-    return _Run(dir=run_dir, config=cfg, stages=obj(rundir.STAGES), items=items,
-                rejections=rejections, pool_note=note, generate=obj(rundir.GENERATE_RESULT),
-                train_log=rundir.read_jsonl(run_dir / rundir.TRAIN_LOG),
-                rounds=rundir.read_jsonl(run_dir / rundir.ONLINE_ROUNDS),
-                before=obj(rundir.EVAL_BEFORE), after=obj(rundir.EVAL_AFTER))
-
-
 # ---------------------------------------------------------------------------- 1 header
 
 
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(k)
-    return d
-
-
-def _header(run: _Run, page: _Page) -> bool:
+def _header(run: RunData, page: _Page) -> bool:
     page.add(f"<h1>teachloop report</h1><p>run directory <code>{e(run.dir.resolve())}</code>"
              f" &middot; generated {e(time.strftime('%Y-%m-%d %H:%M:%S'))}</p>"
              "<h2>1 &middot; run</h2>")
     blocks = []
     c = run.config
     if c is not None:
-        teacher = _get(c, "teacher", "kind")
+        teacher = nested(c, "teacher", "kind")
         if teacher in ("llm", "auto"):
-            tm = _get(c, "teacher", "model") or {}
-            teacher = f"{teacher} ({_get(tm, 'backend')}:{_get(tm, 'model')})"
-        fams = _get(c, "seeds", "families")
-        rows = [["student model", f"{_get(c, 'student', 'backend')}:{_get(c, 'student', 'model')}"],
+            tm = nested(c, "teacher", "model") or {}
+            teacher = f"{teacher} ({nested(tm, 'backend')}:{nested(tm, 'model')})"
+        fams = nested(c, "seeds", "families")
+        student = f"{nested(c, 'student', 'backend')}:{nested(c, 'student', 'model')}"
+        rows = [["student model", student],
                 ["teacher", teacher],
                 ["families", ", ".join(map(str, fams)) if isinstance(fams, list) else fams],
-                ["seeds per family", _get(c, "seeds", "per_family")],
-                ["teacher turns", _get(c, "teacher", "max_turns")],
-                ["probe attempts M", _get(c, "probe", "attempts")],
-                ["train mode", _get(c, "train", "mode")],
-                ["train steps", _get(c, "train", "max_steps")],
-                ["group size G", _get(c, "train", "num_generations")],
-                ["seed", _get(c, "run", "seed")]]
+                ["seeds per family", nested(c, "seeds", "per_family")],
+                ["teacher turns", nested(c, "teacher", "max_turns")],
+                ["probe attempts M", nested(c, "probe", "attempts")],
+                ["train mode", nested(c, "train", "mode")],
+                ["train steps", nested(c, "train", "max_steps")],
+                ["group size G", nested(c, "train", "num_generations")],
+                ["seed", nested(c, "run", "seed")]]
         blocks.append("<div><h3>config</h3>" + _table(["key", "value"],
                       [[k, _fmt(v)] for k, v in rows], cls="kv", wrap={1}) + "</div>")
     else:
@@ -269,7 +200,7 @@ def _header(run: _Run, page: _Page) -> bool:
         rows = []
         for name, st in run.stages.items():
             st = st if isinstance(st, dict) else {}
-            w = _num(st.get("wall_s"))
+            w = num(st.get("wall_s"))
             rows.append([name, "yes" if st.get("done") else "no",
                          "—" if w is None else f"{w:.1f}"])
         blocks.append("<div><h3>stages</h3>" + _table(["stage", "done", "wall s"], rows,
@@ -282,65 +213,10 @@ def _header(run: _Run, page: _Page) -> bool:
 
 # ---------------------------------------------------------------------------- 2 yield
 
-_KEY = re.compile(r"(\d+)\D+?(seed|easier|harder)")
-
-
-def _parse_by_turn(raw: Any) -> dict[tuple[int, str], dict[str, int]]:
-    """generate_result.json's by_turn: a list of {"turn","direction",counts...}, or a dict
-    keyed by "(1, 'easier')"-like strings; anything else is skipped."""
-    out: dict[tuple[int, str], dict[str, int]] = {}
-    entries: list[tuple[Any, Any, dict[str, Any]]] = []
-    if isinstance(raw, list):
-        for r in raw:
-            if isinstance(r, dict):
-                entries.append((r.get("turn"), r.get("direction"), r))
-    elif isinstance(raw, dict):
-        for k, v in raw.items():
-            m = _KEY.search(str(k))
-            if m and isinstance(v, dict):
-                entries.append((m.group(1), m.group(2), v))
-    for turn, direction, counts in entries:
-        try:
-            key = (int(turn), str(direction))
-        except (TypeError, ValueError):
-            continue
-        row = {k: int(_num(counts.get(k)) or 0) for k in ("proposed", "accepted", "rejected")}
-        if not row["proposed"]:
-            row["proposed"] = row["accepted"] + row["rejected"]
-        out[key] = row
-    return dict(sorted(out.items()))
-
-
-def _parse_reasons(raw: Any) -> list[tuple[str, str, int]]:
-    out: list[tuple[str, str, int]] = []
-    if isinstance(raw, dict):
-        for k, v in raw.items():
-            n = _num(v)
-            if n is None:
-                continue
-            s = str(k)
-            m = re.match(r"""^\(\s*['"](.*?)['"]\s*,\s*['"](.*)['"]\s*\)$""", s, re.S)
-            if m:
-                stage, reason = m.group(1), m.group(2)
-            else:
-                stage, sep, reason = s.partition("|") if "|" in s else s.partition(": ")
-                if not sep:
-                    stage, reason = "", s
-            out.append((stage, reason, int(n)))
-    elif isinstance(raw, list):
-        for r in raw:
-            if isinstance(r, dict):
-                n = _num(r.get("n", r.get("count")))
-                out.append((str(r.get("stage", "")), str(r.get("reason", "")), int(n or 0)))
-            elif isinstance(r, (list, tuple)) and len(r) >= 3:
-                out.append((str(r[0]), str(r[1]), int(_num(r[2]) or 0)))
-    return sorted(out, key=lambda t: -t[2])
-
-
-def _yield(run: _Run, page: _Page) -> bool:
+def _yield(run: RunData, page: _Page) -> bool:
     page.add("<h2>2 &middot; teacher yield per turn and direction</h2>")
     g = run.generate or {}
-    by_turn = _parse_by_turn(g.get("by_turn"))
+    by_turn = parse_by_turn(g.get("by_turn"))
     source = "generate_result.json"
     if not by_turn and run.items is not None:
         source = "the pool (accepted items and recorded rejections)"
@@ -355,7 +231,7 @@ def _yield(run: _Run, page: _Page) -> bool:
         for row in acc.values():
             row["proposed"] = row["accepted"] + row["rejected"]
         by_turn = dict(sorted(acc.items()))
-    reasons = _parse_reasons(g.get("reasons"))
+    reasons = parse_reasons(g.get("reasons"))
     if not reasons and run.rejections:
         cnt: dict[tuple[str, str], int] = defaultdict(int)
         for r in run.rejections:
@@ -366,7 +242,7 @@ def _yield(run: _Run, page: _Page) -> bool:
         return False
     if by_turn:
         page.add(f'<p>source: {e(source)}</p>')
-        _yield_plot(by_turn, page)
+        page.image(yield_figure(by_turn), "yield.png", "teacher yield per turn and direction")
         rows = []
         for (turn, d), c in by_turn.items():
             y = c["accepted"] / c["proposed"] if c["proposed"] else None
@@ -395,39 +271,10 @@ def _yield(run: _Run, page: _Page) -> bool:
     return True
 
 
-def _yield_plot(by_turn: dict[tuple[int, str], dict[str, int]], page: _Page) -> None:
-    keys = list(by_turn)
-    n = len(keys)
-    fig = _figure(min(11.5, max(6.5, 0.55 * n + 3.0)), 3.2)
-    ax = fig.add_subplot()
-    x = list(range(n))
-    acc = [by_turn[k]["accepted"] for k in keys]
-    rej = [by_turn[k]["rejected"] for k in keys]
-    colors = [DIR_COLORS.get(d, "#888") for _, d in keys]
-    ax.bar(x, acc, color=colors, label="accepted")
-    ax.bar(x, rej, bottom=acc, color="#d9d9d9", edgecolor="#999", hatch="//", label="rejected")
-    top = max((a + r for a, r in zip(acc, rej)), default=1) or 1
-    for i, (a, r) in enumerate(zip(acc, rej)):
-        if a + r:
-            ax.text(i, a + r + 0.02 * top, f"{a / (a + r):.0%}", ha="center", va="bottom",
-                    fontsize=8)
-    ax.set_ylim(0, top * 1.15)
-    ax.set_xticks(x, [f"t{t}\n{d}" for t, d in keys], fontsize=8,
-                  rotation=0 if n <= 14 else 90)
-    ax.set_ylabel("proposals")
-    ax.set_title("proposals per turn (label: yield)", fontsize=10)
-    from matplotlib.patches import Patch
-
-    handles = [Patch(color=c, label=d) for d, c in DIR_COLORS.items() if d != "seed"]
-    handles.append(Patch(facecolor="#d9d9d9", edgecolor="#999", hatch="//", label="rejected"))
-    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    page.image(fig, "yield.png", "teacher yield per turn and direction")
-
-
 # ---------------------------------------------------------------------------- 3 pass rates
 
 
-def _pass_rates(run: _Run, page: _Page) -> bool:
+def _pass_rates(run: RunData, page: _Page) -> bool:
     page.add("<h2>3 &middot; pass rates p</h2>")
     if run.items is None:
         page.note(run.pool_note)
@@ -438,37 +285,14 @@ def _pass_rates(run: _Run, page: _Page) -> bool:
     if not groups["all"]:
         page.note(f"no measured items among {len(run.items)} (probing not run yet)")
         return False
-    from matplotlib.ticker import MaxNLocator
-
-    fig = _figure(11.5, 2.8)
-    axes = fig.subplots(1, 4, sharex=True)
-    bins = [i / 10 for i in range(11)]
-    for ax, (name, ps) in zip(axes, groups.items()):
-        color = DIR_COLORS.get(name, "#555")
-        if ps:
-            ax.hist(ps, bins=bins, color=color, edgecolor="white")
-            mean = sum(ps) / len(ps)
-            ax.axvline(mean, color="#222", lw=1, ls="--")
-            ax.set_title(f"{name}: n={len(ps)}, mean {mean:.2f}", fontsize=10)
-        else:
-            ax.text(0.5, 0.5, "no measured items", ha="center", va="center",
-                    transform=ax.transAxes, color="#888")
-            ax.set_title(f"{name}: n=0", fontsize=10)
-            ax.set_yticks([])
-        ax.set_xlim(0, 1)
-        ax.set_xticks([0, 0.25, 0.5, 0.75, 1], ["0", ".25", ".5", ".75", "1"])
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("pass rate p", fontsize=9)
-        ax.tick_params(labelsize=8)
-    axes[0].set_ylabel("items")
-    page.image(fig, "pass_rates.png", "pass-rate histograms")
+    page.image(pass_rates_figure(groups), "pass_rates.png", "pass-rate histograms")
     return True
 
 
 # ---------------------------------------------------------------------------- 4 lineage
 
 
-def _lineage(run: _Run, page: _Page, n_chains: int = 3) -> bool:
+def _lineage(run: RunData, page: _Page, n_chains: int = 3) -> bool:
     page.add("<h2>4 &middot; lineage examples</h2>")
     if run.items is None:
         page.note(run.pool_note)
@@ -532,106 +356,26 @@ def _lineage(run: _Run, page: _Page, n_chains: int = 3) -> bool:
 # ---------------------------------------------------------------------------- 5 timeline
 
 
-def _steps(log_recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per-step records, a later record for the same step (after a resume) winning."""
-    by_step: dict[int, dict[str, Any]] = {}
-    for r in log_recs:
-        s = _num(r.get("step"))
-        if s is None or "train_runtime" in r:
-            continue
-        by_step.setdefault(int(s), {}).update(r)
-    return [by_step[s] for s in sorted(by_step)]
-
-
-def _series(recs: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    xs, ys = [], []
-    for r in recs:
-        v = _num(r.get(key))
-        if v is not None and v == v:
-            xs.append(int(r["step"]))
-            ys.append(v)
-    return xs, ys
-
-
-def _merge_steps(recs: list[dict[str, Any]]) -> list[int]:
-    out, prev = [], 0.0
-    for r in recs:
-        m = _num(r.get("adacurl/merges"))
-        if m is None:
-            continue
-        if m > prev:
-            out.append(int(r["step"]))
-        prev = m
-    return out
-
-
-def _timeline(run: _Run, page: _Page) -> bool:
+def _timeline(run: RunData, page: _Page) -> bool:
     page.add("<h2>5 &middot; curriculum timeline</h2>")
-    recs = _steps(run.train_log)
-    rounds = [r for r in run.rounds if _num(r.get("step")) is not None]
+    recs = step_records(run.train_log)
+    rounds = [r for r in run.rounds if num(r.get("step")) is not None]
     top_keys = [("curriculum/informative_frac_rolled", "informative groups, rolled out", "-"),
                 ("curriculum/informative_frac", "informative groups, after selection", "-"),
                 ("vcrl/kappa", "VCRL κ", "--"), ("adacurl/cs", "AdaCuRL cs", "-.")]
     low_keys = [("adacurl/n_active", "active buckets"), ("vcrl/bank_size", "VCRL bank size"),
                 ("vcrl/dropped", "dropped groups"), ("vcrl/refilled", "refilled groups")]
-    top = [(k, lab, ls, *_series(recs, k)) for k, lab, ls in top_keys]
+    top = [(k, lab, ls, *series(recs, k)) for k, lab, ls in top_keys]
     top = [t for t in top if t[3]]
-    low = [(k, lab, *_series(recs, k)) for k, lab in low_keys]
+    low = [(k, lab, *series(recs, k)) for k, lab in low_keys]
     low = [t for t in low if t[2]]
-    merges = _merge_steps(recs)
+    merges = merge_steps(recs)
     if not top and not low and not rounds:
         page.note("no curriculum metrics (training not run yet)" if not recs else
                   "the train log has no curriculum metrics (train mode grpo?)")
         return False
-    fig = _figure(11.5, 5.2 if low else 3.4)
-    axes = fig.subplots(2 if low else 1, 1, sharex=True, squeeze=False)[:, 0]
-    ax = axes[0]
-    for k, lab, ls, xs, ys in top:
-        ax.plot(xs, ys, ls, marker="o", ms=3 if len(xs) <= 60 else 0, label=lab)
-    few = len(rounds) <= 8
-    ax.set_ylim(-0.03, (1.34 if few else 1.55) if rounds else 1.1)  # headroom for labels
-    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    ax.set_ylabel("fraction / score")
-    if low:
-        for k, lab, xs, ys in low:
-            if k == "adacurl/n_active":
-                axes[1].step(xs, ys, where="post", lw=2, label=lab)
-            else:
-                axes[1].plot(xs, ys, marker=".", ms=4, lw=1, label=lab)
-        axes[1].set_ylabel("count")
-        axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    for a in axes:
-        for i, s in enumerate(merges):
-            a.axvline(s, color="#c62828", ls=":", lw=1.5,
-                      label="bucket merge" if i == 0 and a is ax else None)
-        for r in rounds:
-            s = _num(r["step"])
-            # a round runs after step s, before step s + 1: shade the gap between them
-            a.axvspan(s + 0.15, s + 0.85, color="#8e44ad", alpha=0.18, lw=0)
-    # Round labels sit in the headroom above 1.0: horizontal and staggered on two rows while
-    # they fit, vertical and small when many rounds would collide.
-    box = {"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1}
-    for i, r in enumerate(rounds):
-        s = _num(r["step"])
-        if few:
-            ax.text(s + 0.2, 1.27 if i % 2 == 0 else 1.16, _round_label(r, i), ha="left",
-                    va="center", fontsize=8, color="#5b2c6f", bbox=box)
-        else:
-            ax.text(s + 0.5, 1.53, _round_label(r, i).replace("teacher round", "round"),
-                    rotation=90, ha="center", va="top", fontsize=7, color="#5b2c6f", bbox=box)
-    if rounds:
-        from matplotlib.patches import Patch
-
-        handles, labels = ax.get_legend_handles_labels()
-        handles.append(Patch(color="#8e44ad", alpha=0.3))
-        labels.append("online teacher round")
-        ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    elif top or merges:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    xs_all = [int(r["step"]) for r in recs] + [int(_num(r["step"])) for r in rounds]
-    if xs_all:
-        ax.set_xlim(min(xs_all) - 0.8, max(xs_all) + 1.2)
-    axes[-1].set_xlabel("step")
+    labelled = [(num(r["step"]), _round_label(r, i)) for i, r in enumerate(rounds)]
+    fig = timeline_figure(top, low, merges, labelled, [int(r["step"]) for r in recs])
     page.image(fig, "timeline.png", "curriculum timeline")
     bits = []
     if merges:
@@ -639,13 +383,13 @@ def _timeline(run: _Run, page: _Page) -> bool:
     if recs and top:
         last = recs[-1]
         bits.append("last step " + ", ".join(
-            f"{lab} {_fmt(_num(last.get(k)), 2)}" for k, lab, *_ in top))
+            f"{lab} {_fmt(num(last.get(k)), 2)}" for k, lab, *_ in top))
     if bits:
         page.add("<p>" + e("; ".join(bits)) + "</p>")
     if rounds:
         rows = [[r.get("round", i + 1), r.get("step"), r.get("frontier", "—"),
                  r.get("proposals", "—"), r.get("accepted", "—"), r.get("rejected", "—"),
-                 r.get("new_items", "—"), _fmt(_num(r.get("wall_s")), 1)]
+                 r.get("new_items", "—"), _fmt(num(r.get("wall_s")), 1)]
                 for i, r in enumerate(rounds)]
         page.add("<h3>online teacher rounds</h3>" + _table(
             ["round", "step", "frontier", "proposals", "accepted", "rejected", "new items",
@@ -664,57 +408,37 @@ def _round_label(r: dict[str, Any], i: int) -> str:
 # ---------------------------------------------------------------------------- 6 rewards
 
 
-def _rewards(run: _Run, page: _Page) -> bool:
+def _rewards(run: RunData, page: _Page) -> bool:
     page.add("<h2>6 &middot; reward, loss and KL</h2>")
-    recs = _steps(run.train_log)
+    recs = step_records(run.train_log)
     funcs = sorted({k for r in recs for k in r
                     if k.startswith("rewards/") and k.endswith("/mean")})
-    panels = []
-    reward = _series(recs, "reward")
+    panels: dict[str, tuple[list[int], list[float]]] = {}
+    reward = series(recs, "reward")
     if reward[0] or funcs:
-        panels.append("reward")
+        panels["reward"] = reward
     for k in ("loss", "kl", "entropy"):
-        if _series(recs, k)[0]:
-            panels.append(k)
+        if (xy := series(recs, k))[0]:
+            panels[k] = xy
     if not panels:
         page.note("no training log yet (training not run yet)")
         return False
-    fig = _figure(11.5, 3.0)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, name in zip(axes, panels):
-        if name == "reward":
-            xs, ys = reward
-            if xs:
-                ax.plot(xs, ys, "-o", ms=3 if len(xs) <= 60 else 0, color="#222",
-                        label="reward (total)")
-                sx, sd = _series(recs, "reward_std")
-                if sx == xs:
-                    ax.fill_between(xs, [y - s for y, s in zip(ys, sd)],
-                                    [y + s for y, s in zip(ys, sd)], color="#222", alpha=0.1)
-            for f in funcs:
-                fx, fy = _series(recs, f)
-                ax.plot(fx, fy, "-", lw=1.2, label=f[len("rewards/"):-len("/mean")])
-            ax.legend(fontsize=7)
-        else:
-            xs, ys = _series(recs, name)
-            ax.plot(xs, ys, "-o", ms=3 if len(xs) <= 60 else 0)
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("step", fontsize=9)
-        ax.tick_params(labelsize=8)
+    components = {f[len("rewards/"):-len("/mean")]: series(recs, f) for f in funcs}
+    fig = rewards_figure(panels, series(recs, "reward_std"), components)
     page.image(fig, "rewards.png", "reward, loss and KL curves")
     last = recs[-1]
     cols = ["reward"] + funcs + ["loss", "kl", "step_time"]
-    cols = [c for c in cols if _num(last.get(c)) is not None]
+    cols = [c for c in cols if num(last.get(c)) is not None]
     if cols:
         page.add(f"<p>last logged step {e(last.get('step'))}: " + e(", ".join(
-            f"{c} {_fmt(_num(last[c]), 3)}" for c in cols)) + "</p>")
+            f"{c} {_fmt(num(last[c]), 3)}" for c in cols)) + "</p>")
     return True
 
 
 # ---------------------------------------------------------------------------- 7 eval
 
 
-def _eval(run: _Run, page: _Page) -> bool:
+def _eval(run: RunData, page: _Page) -> bool:
     page.add("<h2>7 &middot; evaluation before vs after training</h2>")
     b, a = run.before, run.after
     if b is None and a is None:
@@ -727,7 +451,7 @@ def _eval(run: _Run, page: _Page) -> bool:
     names = list(dict.fromkeys([*mb, *ma]))
     rows, plot = [], []
     for m in names:
-        vb, va = _num(mb.get(m)), _num(ma.get(m))
+        vb, va = num(mb.get(m)), num(ma.get(m))
         if vb is not None and va is not None:
             d = va - vb
             cls = "pos" if d > 0 else "neg" if d < 0 else ""
@@ -744,27 +468,12 @@ def _eval(run: _Run, page: _Page) -> bool:
         else:
             meta.append(f"{label}: {r.get('bench', '?')} · model {r.get('model', '?')} · "
                         f"k={r.get('k', '?')} · {r.get('n_items', '?')} items · "
-                        f"{_fmt(_num(r.get('wall_s')), 1)} s")
+                        f"{_fmt(num(r.get('wall_s')), 1)} s")
     page.add("<p>" + "<br>".join(e(m) for m in meta) + "</p>")
     if b and a and b.get("bench") != a.get("bench"):
         page.note("before and after ran on different benchmarks; Δ compares unlike things")
     if plot:
-        fig = _figure(min(9.0, 2.5 + 1.3 * len(plot)), 2.6)
-        ax = fig.add_subplot()
-        x = list(range(len(plot)))
-        w = 0.38
-        bars_b = ax.bar([i - w / 2 for i in x], [p[1] for p in plot], w, label="before",
-                        color="#9aa7b8")
-        bars_a = ax.bar([i + w / 2 for i in x], [p[2] for p in plot], w, label="after",
-                        color="#4c72b0")
-        for bars in (bars_b, bars_a):
-            ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
-        ax.set_xticks(x, [p[0] for p in plot])
-        hi = max(max(p[1], p[2]) for p in plot)
-        ax.set_ylim(0, max(1.0, hi) * 1.15)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-        ax.set_title("before vs after", fontsize=10)
-        page.image(fig, "eval.png", "evaluation before vs after")
+        page.image(eval_figure(plot), "eval.png", "evaluation before vs after")
     return True
 
 
@@ -787,7 +496,7 @@ def build_report(run_dir: str | os.PathLike[str], *, out: str | os.PathLike[str]
     for name in PLOTS:  # a section that no longer has data must not leave a stale plot
         (out / name).unlink(missing_ok=True)
     t0 = time.monotonic()
-    run = _load(run_dir)
+    run = load_run(run_dir)
     page = _Page(out)
     page.sections["header"] = _guard("header", _header, run, page)
     for name, fn in _SECTION_FUNCS.items():
@@ -799,7 +508,7 @@ def build_report(run_dir: str | os.PathLike[str], *, out: str | os.PathLike[str]
     if screenshot:
         _write(html_path, doc.replace(_SCREENSHOT_MARK, f'<p class="note">a full-page '
                f'screenshot of this report: <a href="{shot_path.name}">{shot_path.name}</a></p>'))
-        shot, note = _screenshot(html_path, shot_path)
+        shot, note = capture(find_chromium(), html_path, shot_path)
         if shot is None:
             log.warning("report screenshot: %s", note)
     if shot is None:
@@ -813,7 +522,7 @@ def build_report(run_dir: str | os.PathLike[str], *, out: str | os.PathLike[str]
     return res
 
 
-def _guard(name: str, fn: Any, run: _Run, page: _Page) -> bool:
+def _guard(name: str, fn: Any, run: RunData, page: _Page) -> bool:
     """One broken input must not cost the whole report: the section says what failed."""
     n, n_png = len(page.parts), len(page.pngs)
     try:
@@ -837,116 +546,6 @@ def _write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------------------- screenshot
-
-
-def png_size(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """(width, height) from a PNG's IHDR chunk; ValueError if it is not a PNG."""
-    with open(path, "rb") as f:
-        head = f.read(24)
-    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
-        raise ValueError(f"{path} is not a PNG file")
-    return struct.unpack(">II", head[16:24])
-
-
-def find_chromium() -> str | None:
-    if os.access("/usr/bin/chromium", os.X_OK):
-        return "/usr/bin/chromium"
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        p = shutil.which(name)
-        if p:
-            return p
-    return None
-
-
-def page_height(html_text: str, width: int = 1280) -> int:
-    """A generous estimate of the rendered height of a report page (px), for the screenshot
-    window: images at their displayed size, table rows, headings, paragraphs."""
-    content = min(width - 48, CONTENT_WIDTH)
-    h = 120
-    for m in re.finditer(r'<img [^>]*width="(\d+)" height="(\d+)"', html_text):
-        w, ih = int(m.group(1)), int(m.group(2))
-        h += int(ih * min(1.0, content / max(w, 1))) + 12
-    h += 26 * html_text.count("<tr")
-    h += 22 * len(re.findall(r'<td class="prompt">[^<]{110,}', html_text))  # wrapped prompts
-    h += 60 * html_text.count("<h2") + 36 * html_text.count("<h3")
-    h += 28 * html_text.count("<p")
-    return max(800, min(int(h * 1.25) + 200, MAX_SHOT_HEIGHT))
-
-
-def _screenshot(html_path: Path, png_path: Path, width: int = 1280,
-                height: int | None = None, timeout_s: float = 60.0) -> tuple[Path | None, str]:
-    exe = find_chromium()
-    if exe is None:
-        return None, "no screenshot: Chromium is not installed (apt-get install chromium)"
-    html_path, png_path = Path(html_path).resolve(), Path(png_path).resolve()
-    if height is None:
-        height = page_height(html_path.read_text(encoding="utf-8", errors="replace"), width)
-    png_path.unlink(missing_ok=True)
-    profile = tempfile.mkdtemp(prefix="teachloop-chromium-")
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", "--force-device-scale-factor=1",
-           f"--user-data-dir={profile}", "--hide-scrollbars", f"--window-size={width},{height}",
-           f"--screenshot={png_path}", html_path.as_uri()]
-    try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            _, err = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # Chromium's helpers share its session
-            proc.communicate()
-            return None, f"no screenshot: Chromium timed out after {timeout_s:.0f} s"
-        finally:
-            try:  # renderer/zygote children can outlive the browser process
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-    except OSError as err:
-        return None, f"no screenshot: could not start {exe}: {err}"
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-    if png_path.exists() and png_path.stat().st_size > 0:
-        if _trim_bottom(png_path) and height >= MAX_SHOT_HEIGHT:
-            log.warning("report screenshot: the page is taller than %d px and was cut", height)
-        return png_path, ""
-    tail = [ln for ln in err.decode("utf-8", "replace").splitlines() if ln.strip()]
-    return None, (f"no screenshot: Chromium exited {proc.returncode}"
-                  + (f" ({tail[-1][:160]})" if tail else ""))
-
-
-def _trim_bottom(png: Path, margin: int = 32) -> bool:
-    """Crop the blank band the generous window height leaves below the page (pillow comes
-    with matplotlib). True when content reaches the bottom edge (the page may be cut)."""
-    try:
-        from PIL import Image, ImageChops
-    except ImportError:
-        return False
-    with Image.open(png) as im:
-        rgb = im.convert("RGB")
-    bg = Image.new("RGB", rgb.size, rgb.getpixel((rgb.width - 1, rgb.height - 1)))
-    box = ImageChops.difference(rgb, bg).getbbox()
-    if box is None:
-        return False
-    if box[3] + margin < rgb.height:
-        rgb.crop((0, 0, rgb.width, box[3] + margin)).save(png)
-        return False
-    return True
-
-
-def screenshot(html_path: str | os.PathLike[str], png_path: str | os.PathLike[str],
-               width: int = 1280, *, height: int | None = None,
-               timeout_s: float = 60.0) -> Path | None:
-    """Render ``html_path`` with headless Chromium into ``png_path`` (``width`` px wide; the
-    height is estimated from the page unless given). None, with one log line, when Chromium
-    is missing or fails; never raises for a Chromium problem."""
-    path, note = _screenshot(Path(html_path), Path(png_path), width, height, timeout_s)
-    if path is None:
-        log.warning("%s", note)
-    return path
 
 
 # ---------------------------------------------------------------------------- typer command

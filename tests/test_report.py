@@ -187,3 +187,10 @@ def test_screenshot(full_run, full_report, tmp_path):
     with Image.open(png) as im:
         lo, hi = im.convert("L").getextrema()
     assert hi - lo > 100, "the screenshot is a blank page"
+
+
+def test_css_width_matches_the_screenshot_height_estimate():
+    from teachloop.report import CSS
+    from teachloop.screenshot import CONTENT_WIDTH
+
+    assert f"main{{max-width:{CONTENT_WIDTH}px;" in CSS
