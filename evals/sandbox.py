@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import atexit
 import builtins
-import ctypes
 import gc
 import json
 import linecache
@@ -92,13 +91,14 @@ SANDBOX_UID_BASE = 1_900_000_000  # as root: uid = gid = base + supervisor pid (
 SANDBOX_UID_SPAN = 1 << 22  # >= the kernel's largest pid_max
 FALLBACK_UID = 65534  # "nobody", when the high range is not mapped (inside a user namespace)
 WORKDIR_PREFIX = "teachloop_sbx_"  # host working directories (only without a mount namespace)
-WORKDIR_MB = 64  # size of the private tmpfs working directory (with a mount namespace)
-WORKDIR_MAX_FILES = 16384  # inodes of that tmpfs
 SPARE_SUPERVISORS = 2  # sandboxes prepared ahead of requests (fork + namespaces off the hot path)
 CALLER_GRACE_S = 10.0  # the caller stops waiting this long after timeout_s (wedged supervisor)
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 STATUSES = ("ok", "timeout", "error", "memory", "output_limit")
+# isolation()["isolated"]: all of these, and a privilege drop (per-run uid, or no capabilities)
+ISOLATION_REQUIRED = ("pid_namespace", "mount_namespace", "net_namespace", "ipc_namespace", "readonly_root",
+                      "private_tmp", "host_paths_hidden", "no_new_privs")
 
 
 @dataclass(frozen=True)
@@ -111,127 +111,32 @@ class SandboxResult:
 
 
 # ------------------------------------------------------------------------- Linux primitives
-_libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x8000000, 0x20000000, 0x40000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
-MS_RDONLY, MS_REMOUNT = 1, 32
-PRIVATE_WORKDIR = "/tmp/work"  # the working directory inside the private /tmp
-PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
-SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 1
+if __package__:  # imported as teachloop.evals.sandbox
+    from . import sandbox_ns as ns
+else:  # the zygote runs this file as a script (python -s -P): load the sibling module by path
+    import importlib.util
+
+    _spec = importlib.util.spec_from_file_location(
+        "teachloop_sandbox_ns", os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_ns.py"))
+    ns = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(ns)
+
+PRIVATE_WORKDIR = ns.PRIVATE_WORKDIR
+WORKDIR_MB = ns.WORKDIR_MB
+CLONE_NEWPID = ns.CLONE_NEWPID
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = (ns.PR_SET_PDEATHSIG, ns.PR_SET_CHILD_SUBREAPER,
+                                                                  ns.PR_SET_NO_NEW_PRIVS)
+_prctl, _unshare = ns.prctl, ns.unshare
+# What the new root holds (ns.plan_binds), decided once by the zygote; inherited by every fork.
+_BINDS: dict = {"links": [], "binds": [], "tmp_binds": []}
 
 
-def _check(ret: int, what: str) -> None:
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def _unshare(flags: int) -> None:
-    _check(_libc.unshare(flags), "unshare")
-
-
-def _mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = lambda s: None if s is None else s.encode()  # noqa: E731
-    _check(_libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
-
-
-def _prctl(option: int, arg: int) -> None:
-    _check(_libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl")
-
-
-class _MountAttr(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_uint64) for n in ("attr_set", "attr_clr", "propagation", "userns_fd")]
-
-
-def _readonly_root() -> None:  # every mount, recursively (Linux >= 5.12); binds added later stay rw
-    attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
-    args = (ctypes.c_long(AT_FDCWD), ctypes.c_char_p(b"/"), ctypes.c_long(AT_RECURSIVE), ctypes.byref(attr),
-            ctypes.c_long(ctypes.sizeof(attr)))
-    _check(_libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), *args), "mount_setattr")
-
-
-def _private_tmp(uid: int) -> None:
-    """A fresh, size-limited tmpfs on /tmp (also seen at /var/tmp and /dev/shm): the run's working
-    directory. Mounted after the root went read-only, so it is the only writable place, and it
-    vanishes with the mount namespace: nothing to clean up on the host.
-
-    A Python that lives under /tmp (a virtual environment in a checkout under /tmp, as CI
-    clones often are) would vanish with it: those directories are bound back, read-only."""
-    under_tmp = [p for p in _PY_PATHS if p.startswith("/tmp/")]
-    fds = [os.open(p, os.O_PATH) for p in under_tmp]  # opened before the tmpfs hides them
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
-           f"size={WORKDIR_MB}m,nr_inodes={WORKDIR_MAX_FILES},mode=700,uid={uid},gid={uid}")
-    for path, fd in zip(under_tmp, fds):
-        os.makedirs(path, mode=0o755, exist_ok=True)
-        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
-        _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
-        os.close(fd)
-    for target in ("/var/tmp", "/dev/shm"):
-        if os.path.isdir(target):
-            _mount("/tmp", target, None, MS_BIND)
-    os.mkdir(PRIVATE_WORKDIR, 0o700)  # the program's cwd: empty even when Python is bound in /tmp
-    os.chown(PRIVATE_WORKDIR, uid, uid)
-
-
-# The interpreter may live where an unprivileged uid cannot go (pyenv under /root, mode 0700).
-# The zygote lists the directories Python needs that sit behind such a directory; every run
-# then mounts a tiny tmpfs over the closed directory and binds back just those paths (the rest
-# of /root stays hidden).  {closed directory: [paths under it]}
-_EXPOSE: dict[str, list[str]] = {}
-# The outermost directories Python needs (prefixes, the executable's directory, sys.path).
-_PY_PATHS: list[str] = []
-
-
-def _plan_python_exposure() -> None:
+def _python_paths() -> list[str]:
+    """The outermost directories Python needs: prefixes, the executable's directory, sys.path."""
     wanted = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(sys.executable),
               os.path.dirname(os.path.realpath(sys.executable)), *sys.path}
     wanted = sorted(p for p in wanted if p and os.path.isabs(p) and os.path.isdir(p))
-    wanted = [p for p in wanted if not any(p.startswith(q + "/") for q in wanted)]  # outermost only
-    _PY_PATHS[:] = wanted
-    for path in wanted:
-        parts = path.split("/")
-        for i in range(2, len(parts)):
-            ancestor = "/".join(parts[:i])
-            if not os.stat(ancestor).st_mode & 0o001:  # not searchable by "others"
-                _EXPOSE.setdefault(ancestor, []).append(path)
-                break
-
-
-def _expose_python() -> None:
-    for closed, paths in _EXPOSE.items():
-        fds = [os.open(path, os.O_PATH) for path in paths]  # opened in *this* mount namespace
-        _mount("tmpfs", closed, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=64k")
-        for path, fd in zip(paths, fds):
-            os.makedirs(path, mode=0o755, exist_ok=True)
-            _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
-            os.close(fd)
-
-
-def _isolate(plan: dict, uid: int, probe: bool = False) -> dict:
-    """Enter new mount/net/IPC namespaces and set up the filesystem view. In probe mode try
-    everything and report what worked; otherwise do exactly what `plan` says or raise."""
-    got: dict = {}
-
-    def step(name, fn, needs=()):
-        ok = all({**plan, **got}.get(n) for n in needs) and (probe or bool(plan.get(name)))
-        if ok:
-            try:
-                fn()
-            except OSError:
-                if not probe:
-                    raise
-                ok = False
-        got[name] = ok
-
-    step("mount_namespace", lambda: (_unshare(CLONE_NEWNS), _mount(None, "/", None, MS_REC | MS_PRIVATE)))
-    step("net_namespace", lambda: _unshare(CLONE_NEWNET))
-    step("ipc_namespace", lambda: _unshare(CLONE_NEWIPC))
-    step("proc_remounted", lambda: _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC),
-         needs=("mount_namespace", "pid_namespace"))
-    step("python_exposed", _expose_python, needs=("mount_namespace",))
-    step("readonly_root", _readonly_root, needs=("mount_namespace",))
-    step("private_tmp", lambda: _private_tmp(uid), needs=("mount_namespace",))
-    return got
+    return [p for p in wanted if not any(p.startswith(q + "/") for q in wanted)]
 
 
 def _tasks_of_uid(uid: int) -> int:  # RLIMIT_NPROC counts every task of the uid, host-wide
@@ -317,6 +222,8 @@ def _run_program(info: dict, workdir: str | None, uid: int | None, fds: tuple[in
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
+        if info.get("user_namespace"):  # we hold every capability of the run's user namespace: none left
+            ns.drop_capabilities()
         _prctl(PR_SET_NO_NEW_PRIVS, 1)  # setuid binaries (su, sudo, ping) cannot regain privileges
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # setuid cleared it; die with our parent
         os.environ.clear()
@@ -394,7 +301,7 @@ def _sandbox_child(info: dict, workdir: str | None, uid: int | None, fds: tuple,
         for fd in close:
             os.close(fd)
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        _isolate(info, os.getuid() if uid is None else uid)
+        ns.isolate(info, _BINDS, os.getuid() if uid is None else uid)
         os.write(st_w, b"R\n")  # ready: the supervisor may now take a request
         if not info["pid_namespace"]:
             _run_program(info, workdir, uid, fds, go_r)
@@ -473,6 +380,8 @@ class _Sandbox:
             self.workdir = tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}_", dir=info["temp_root"])
             if self.uid is not None:
                 os.chown(self.workdir, self.uid, self.uid)
+        if info.get("user_namespace"):
+            ns.enter_user_namespace()  # capabilities over the namespaces unshared below, none outside
         self.stdin = os.memfd_create("stdin")
         (self.out_r, out_w), (self.err_r, err_w), (self.st_r, st_w), (go_r, self.go_w) = (os.pipe() for _ in range(4))
         if info["pid_namespace"]:
@@ -490,7 +399,7 @@ class _Sandbox:
         if info["mount_namespace"] and not self.early_report:
             # Hold the child's namespaces: they are then torn down (unmounting everything) when this
             # supervisor exits after answering, instead of on the hot path when the child exits.
-            self.ns_fds = [os.open(f"/proc/{self.pid}/ns/{ns}", os.O_RDONLY) for ns in ("mnt", "ipc", "net")]
+            self.ns_fds = [os.open(f"/proc/{self.pid}/ns/{n}", os.O_RDONLY) for n in ("mnt", "ipc", "net", "uts")]
 
     def run(self, req: dict) -> dict:
         deadline = time.monotonic() + float(req["timeout_s"])
@@ -625,12 +534,19 @@ def _supervisor(ctrl: socket.socket, notify: tuple[int, int], info: dict) -> Non
 # ------------------------------------------------------------------------------ the zygote
 def _probe() -> dict:
     """Find out, once, which isolation features this machine allows (in a throw-away child)."""
-    info: dict = {"root": os.geteuid() == 0, "temp_root": tempfile.gettempdir()}
+    root = os.geteuid() == 0
+    info: dict = {"root": root, "temp_root": tempfile.gettempdir()}
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
-            got: dict = {"pid_namespace": True}
+            got: dict = {"user_namespace": False, "pid_namespace": True}
+            if not root:  # an ordinary user: the namespaces come from a user namespace of our own
+                try:
+                    ns.enter_user_namespace()
+                    got["user_namespace"] = True
+                except OSError as exc:
+                    got["userns_error"] = f"{exc.strerror or exc}; {ns.userns_unavailable_reason()}"
             try:
                 _unshare(CLONE_NEWPID)
             except OSError:
@@ -638,9 +554,9 @@ def _probe() -> dict:
             inner = os.fork()
             if inner == 0:
                 # the tmpfs /tmp is owned by the uid the program will run as, as in a real run
-                got.update(_isolate(got, SANDBOX_UID_BASE if os.geteuid() == 0 else 0, probe=True))
-                got["dropped_privileges"] = got["unique_uid"] = False
-                for uid in (SANDBOX_UID_BASE, FALLBACK_UID) if os.geteuid() == 0 else ():
+                got.update(ns.isolate(got, _BINDS, SANDBOX_UID_BASE if root else os.getuid(), probe=True))
+                got["dropped_privileges"] = got["unique_uid"] = got["caps_dropped"] = False
+                for uid in (SANDBOX_UID_BASE, FALLBACK_UID) if root else ():
                     try:
                         os.setgroups([])
                         os.setresgid(uid, uid, uid)
@@ -648,7 +564,14 @@ def _probe() -> dict:
                     except OSError:
                         continue
                     got["dropped_privileges"], got["unique_uid"] = True, uid == SANDBOX_UID_BASE
+                    got["caps_dropped"] = True
                     break
+                if got["user_namespace"]:
+                    try:
+                        ns.drop_capabilities()
+                        got["caps_dropped"] = True
+                    except OSError:
+                        pass
                 got["python_readable"] = all(os.access(p, os.R_OK | os.X_OK) for p in
                                              (os.path.dirname(os.__file__), os.path.dirname(sys.executable)))
                 try:
@@ -667,7 +590,7 @@ def _probe() -> dict:
     os.waitpid(pid, 0)
     info.update(json.loads(data))
     if info["dropped_privileges"] and not info["python_readable"]:  # a sandbox that cannot import
-        info["dropped_privileges"] = info["unique_uid"] = False
+        info["dropped_privileges"] = info["unique_uid"] = info["caps_dropped"] = False
         info["notes_extra"] = "Python installation unreadable by an unprivileged uid: programs run as root"
     if info["unique_uid"]:
         info["uid_range"] = [SANDBOX_UID_BASE, SANDBOX_UID_BASE + SANDBOX_UID_SPAN]
@@ -676,17 +599,22 @@ def _probe() -> dict:
     info["rlimits"] = {"RLIMIT_CPU": "timeout_s + 2 s", "RLIMIT_AS": "memory_mb", "RLIMIT_NPROC": MAX_PROCS,
                        "RLIMIT_FSIZE": MAX_FILE_BYTES, "RLIMIT_NOFILE": MAX_OPEN_FILES, "RLIMIT_CORE": 0}
     info["output_caps"] = {"stdout": STDOUT_CAP, "stderr": STDERR_CAP}
+    info["isolated"] = all(info.get(k) for k in ISOLATION_REQUIRED) and (info["dropped_privileges"] or (
+        info["user_namespace"] and info["caps_dropped"]))
     notes = []
-    if not info["dropped_privileges"]:
-        notes.append("not root: programs run as the caller's uid and can signal/modify what the caller can")
-    if not info["pid_namespace"]:
-        notes.append("no PID namespace: strays are killed by process group, run uid and subreaper sweep")
-    if not info["net_namespace"]:
-        notes.append("no network namespace: programs can use the network")
-    if not info["private_tmp"]:
-        notes.append("no private /tmp: programs can write to world-writable host directories")
-    if not info["readonly_root"]:
-        notes.append("root filesystem not read-only for programs")
+    if not root and not info["user_namespace"]:
+        notes.append(f"user namespaces unavailable ({info.get('userns_error')}): untrusted code runs with only "
+                     "rlimits and can use the network, write and read what you can, and signal your processes")
+    if not info["dropped_privileges"] and not info["caps_dropped"]:
+        notes.append("no privilege drop: programs run as the caller's uid and can signal/modify what the caller can")
+    for key, what in (("pid_namespace", "no PID namespace: strays are killed by process group, run uid and "
+                                        "subreaper sweep"),
+                      ("net_namespace", "no network namespace: programs can use the network"),
+                      ("private_tmp", "no private /tmp: programs can write to world-writable host directories"),
+                      ("host_paths_hidden", "no private root: programs can read what the caller can read"),
+                      ("readonly_root", "root filesystem not read-only for programs")):
+        if not info[key]:
+            notes.append(what)
     if "notes_extra" in info:
         notes.append(info.pop("notes_extra"))
     info["notes"] = notes
@@ -708,9 +636,9 @@ def _sweep_stale_workdirs(root: str) -> None:
 
 def _zygote_main(fd: int) -> None:
     ctrl = socket.socket(fileno=fd)
-    _plan_python_exposure()
+    _BINDS.update(ns.plan_binds(_python_paths()))
     info = _probe()
-    info["exposed_python_paths"] = sorted(p for paths in _EXPOSE.values() for p in paths)
+    info["bound_paths"] = _BINDS["binds"] + _BINDS["tmp_binds"]
     info["zygote_pid"] = os.getpid()
     ctrl.send(json.dumps(info).encode())
     gc.freeze()  # keep the collector off the zygote's objects: fewer copy-on-write faults per fork
