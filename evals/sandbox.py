@@ -65,6 +65,7 @@ import builtins
 import gc
 import json
 import linecache
+import logging
 import os
 import resource
 import select
@@ -532,9 +533,20 @@ def _supervisor(ctrl: socket.socket, notify: tuple[int, int], info: dict) -> Non
 
 
 # ------------------------------------------------------------------------------ the zygote
+def _privileged() -> bool:
+    """Root with CAP_SYS_ADMIN: namespaces directly and per-run uids.  Anyone else (root without
+    capabilities included) goes through a user namespace."""
+    try:
+        with open("/proc/self/status") as f:
+            cap_eff = int(next(line for line in f if line.startswith("CapEff:")).split()[1], 16)
+    except (OSError, StopIteration, ValueError):
+        cap_eff = 0
+    return os.geteuid() == 0 and bool(cap_eff & (1 << 21))  # CAP_SYS_ADMIN
+
+
 def _probe() -> dict:
     """Find out, once, which isolation features this machine allows (in a throw-away child)."""
-    root = os.geteuid() == 0
+    root = _privileged()
     info: dict = {"root": root, "temp_root": tempfile.gettempdir()}
     r, w = os.pipe()
     pid = os.fork()
@@ -698,6 +710,7 @@ class _Zygote:
             raise RuntimeError("sandbox zygote failed to start")
         ours.settimeout(None)
         self.sock, self.owner, self.info, self.closed = ours, os.getpid(), json.loads(hello), False
+        _warn_once(self.info)
 
     def alive(self) -> bool:  # waitid(WNOWAIT) neither reaps nor contends with Popen's waitpid lock
         try:
@@ -764,11 +777,50 @@ atexit.register(shutdown)
 
 def isolation() -> dict:
     """Which isolation features are active here, probed once when the zygote starts (this starts
-    it if needed).  Booleans: root, pid_namespace, mount_namespace, net_namespace, ipc_namespace,
-    proc_remounted, python_exposed, readonly_root, private_tmp, dropped_privileges, unique_uid,
-    no_new_privs; plus uid_range (sandbox uids), rlimits, output_caps, zygote_pid, and notes: one
-    sentence per missing protection."""
+    it if needed).  Booleans: root, user_namespace, pid_namespace, mount_namespace, net_namespace,
+    ipc_namespace, uts_namespace, host_paths_hidden, proc_remounted, python_exposed, readonly_root,
+    private_tmp, dropped_privileges (per-run uid), unique_uid, caps_dropped, nested_userns_blocked,
+    no_new_privs, and isolated (everything in ISOLATION_REQUIRED plus a privilege drop); plus
+    bound_paths, uid_range (sandbox uids, as root), rlimits, output_caps, zygote_pid, and notes:
+    one sentence per missing protection."""
     return dict(_get_zygote().info)
+
+
+class IsolationUnavailable(RuntimeError):
+    """require_isolation is set and this machine cannot isolate untrusted code."""
+
+
+_require: bool | None = None  # set_require_isolation(); None: the TEACHLOOP_REQUIRE_ISOLATION env var decides
+
+
+def set_require_isolation(flag: bool | None) -> None:
+    """Refuse (raise IsolationUnavailable) instead of running untrusted code unprotected.
+    None returns the decision to the environment variable TEACHLOOP_REQUIRE_ISOLATION=1."""
+    global _require
+    _require = None if flag is None else bool(flag)
+
+
+def require_isolation() -> bool:
+    if _require is not None:
+        return _require
+    return os.environ.get("TEACHLOOP_REQUIRE_ISOLATION", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _refusal(info: dict) -> str:
+    why = "; ".join(info["notes"]) or "isolation incomplete"
+    return f"sandbox: refusing to run untrusted code without isolation (require_isolation is set): {why}"
+
+
+def _warn_once(info: dict) -> None:
+    global _warned
+    if not info["isolated"] and not _warned:
+        _warned = True
+        logging.getLogger("teachloop.sandbox").warning(
+            "sandbox: untrusted code runs WITHOUT full isolation here: %s (TEACHLOOP_REQUIRE_ISOLATION=1 refuses "
+            "instead; `teachloop doctor` checks this)", "; ".join(info["notes"]) or "isolation incomplete")
+
+
+_warned = False
 
 
 def _roundtrip(payload: bytes, limit_s: float) -> dict:
@@ -814,10 +866,13 @@ def run_python(code: str, *, timeout_s: float = 5.0, memory_mb: int = 512, stdin
     status: "ok" (exit code 0), "error" (non-zero exit, uncaught exception, killed by a signal,
     sandbox failure), "timeout" (wall clock or CPU limit; we killed it), "memory" (MemoryError
     under the `memory_mb` address-space limit), "output_limit" (stdout or stderr exceeded its
-    cap; kept output is truncated to the cap).  Never raises for anything the program does.
+    cap; kept output is truncated to the cap).  Never raises for anything the program does;
+    raises IsolationUnavailable when require_isolation() is on and isolation() is incomplete.
     """
     if timeout_s <= 0 or memory_mb <= 0:
         raise ValueError("timeout_s and memory_mb must be positive")
+    if require_isolation() and not (info := _get_zygote().info)["isolated"]:
+        raise IsolationUnavailable(_refusal(info))
     start = time.monotonic()
     payload = json.dumps({"code": code, "timeout_s": timeout_s, "memory_mb": memory_mb, "stdin": stdin or "",
                           "stdout_cap": stdout_cap, "stderr_cap": stderr_cap}).encode()
