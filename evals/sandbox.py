@@ -806,9 +806,13 @@ def require_isolation() -> bool:
     return os.environ.get("TEACHLOOP_REQUIRE_ISOLATION", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _why(info: dict) -> str:
+    notes = info["notes"] or ["isolation incomplete"]
+    return notes[0] + (f" (+{len(notes) - 1} more in isolation()['notes'])" if len(notes) > 1 else "")
+
+
 def _refusal(info: dict) -> str:
-    why = "; ".join(info["notes"]) or "isolation incomplete"
-    return f"sandbox: refusing to run untrusted code without isolation (require_isolation is set): {why}"
+    return f"sandbox: refusing to run untrusted code without isolation (require_isolation is set): {_why(info)}"
 
 
 def _warn_once(info: dict) -> None:
@@ -817,7 +821,7 @@ def _warn_once(info: dict) -> None:
         _warned = True
         logging.getLogger("teachloop.sandbox").warning(
             "sandbox: untrusted code runs WITHOUT full isolation here: %s (TEACHLOOP_REQUIRE_ISOLATION=1 refuses "
-            "instead; `teachloop doctor` checks this)", "; ".join(info["notes"]) or "isolation incomplete")
+            "instead; `teachloop doctor` checks this)", _why(info))
 
 
 _warned = False
