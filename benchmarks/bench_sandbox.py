@@ -20,11 +20,8 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from teachloop.evals.sandbox import isolation, run_python  # noqa: E402
+from teachloop.evals.sandbox import isolation, run_python
 
 
 def _load(path: str):

@@ -84,7 +84,7 @@ def main(argv: list[str]) -> None:
         uid, argv = int(argv[1]), argv[2:]
     if argv[:1] == ["--"]:
         argv = argv[1:]
-    closed = closed_dirs(python_paths() + [os.path.dirname(os.path.abspath(__file__))])
+    closed = closed_dirs(python_paths() + [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))])  # + the repo
     if closed:
         expose(closed)
     os.setgroups([])
