@@ -46,6 +46,14 @@ def test_hostile_suite_as_unprivileged_user():
         pytest.skip(why)
     home = _nobody_home()
     try:
+        probe = subprocess.run([sys.executable, str(HELPER), "--", sys.executable, "-c", "import json; from "
+                                "teachloop.evals.sandbox import isolation; print(json.dumps(isolation()))"],
+                               cwd=REPO, env=_env(home), capture_output=True, text=True, timeout=120)
+        assert probe.returncode == 0, probe.stderr[-2000:]
+        iso = json.loads(probe.stdout.strip().splitlines()[-1])
+        if not iso["user_namespace"]:  # the kernel's choice, not ours: the next test covers this case
+            pytest.skip(f"user namespaces unavailable to uid {as_unprivileged.NOBODY} here: {iso['notes'][0]}")
+        assert iso["isolated"] and iso["caps_dropped"] and iso["nested_userns_blocked"], iso
         proc = subprocess.run(
             [sys.executable, str(HELPER), "--", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
              "tests/test_sandbox.py", "tests/test_sandbox_breaches.py"],
