@@ -153,17 +153,31 @@ def plan_binds(python_paths: list[str]) -> dict:
     covered = [os.path.realpath(b) for b in binds]
     for p in python_paths:
         real = os.path.realpath(p)
+        parts = p.split("/")
+        for i in range(2, len(parts) + 1):  # a symlinked ancestor (/home -> /data/home): recreate the link
+            c = "/".join(parts[:i])
+            if os.path.islink(c) and not any(c.startswith(x + "/") for x in covered):
+                if c not in dict(links):
+                    links.append((c, os.readlink(c)))
+                break
         if not any(real == c or real.startswith(c + "/") for c in covered) and real != "/":
             binds.append(real)
             covered.append(real)
     binds = sorted(set(binds))
     binds = [b for b in binds if not any(b.startswith(o + "/") for o in binds)]  # outermost only
     tmp = [b for b in binds if b.startswith("/tmp/")]
+    links = [(p, t) for p, t in links if not any(p.startswith(b + "/") for b in binds)]  # inside a bind already
     return {"links": links, "binds": [b for b in binds if b not in tmp], "tmp_binds": tmp}
 
 
-def _mountpoint(path: str, like: int) -> None:
-    if os.path.isdir(like if isinstance(like, str) else f"/proc/self/fd/{like}"):
+def _symlink(target: str, path: str) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    os.symlink(target, path)
+
+
+def _mountpoint(path: str, fd: int) -> None:
+    """An empty directory or file at `path`, like the object open as `fd`, to bind it over."""
+    if os.path.isdir(f"/proc/self/fd/{fd}"):
         os.makedirs(path, mode=0o755, exist_ok=True)
     else:
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
@@ -179,7 +193,8 @@ def build_root(plan: dict, uid: int, with_proc: bool) -> dict:
         new = NEW_ROOT
         mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m,nr_inodes=4096")
         for path, target in plan["links"]:
-            os.symlink(target, new + path)
+            if not path.startswith("/tmp/"):
+                _symlink(target, new + path)
         for path in plan["binds"]:
             _mountpoint(new + path, fds[path])
             mount(f"/proc/self/fd/{fds[path]}", new + path, None, MS_BIND | MS_REC)
@@ -190,6 +205,9 @@ def build_root(plan: dict, uid: int, with_proc: bool) -> dict:
         for path in plan["tmp_binds"]:  # a Python living under /tmp (CI clones) stays visible
             _mountpoint(new + path, fds[path])
             mount(f"/proc/self/fd/{fds[path]}", new + path, None, MS_BIND | MS_REC)
+        for path, target in plan["links"]:
+            if path.startswith("/tmp/"):
+                _symlink(target, new + path)
         mount("tmpfs", new + "/dev", "tmpfs", MS_NOSUID, "mode=755,size=64k")
         for name, fd in devs.items():
             _mountpoint(f"{new}/dev/{name}", fd)

@@ -533,6 +533,9 @@ def _probe() -> dict:
     info["isolated"] = all(info.get(k) for k in ISOLATION_REQUIRED) and (info["dropped_privileges"] or (
         info["user_namespace"] and info["caps_dropped"]))
     notes = []
+    if info["user_namespace"] and not (info["pid_namespace"] and info["mount_namespace"]):
+        notes.append(f"user namespaces are restricted here ({ns.userns_unavailable_reason()}): created, but "
+                     "without the right to make PID/mount namespaces in them")
     if not root and not info["user_namespace"]:
         notes.append(f"user namespaces unavailable ({info.get('userns_error')}): untrusted code runs with only "
                      "rlimits and can use the network, write and read what you can, and signal your processes")
