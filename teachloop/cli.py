@@ -94,6 +94,14 @@ def version() -> None:
 
 
 @app.command()
+def doctor() -> None:
+    """Check what to check when something is off: sandbox isolation, embedded model, endpoint, Chromium, libraries."""
+    from teachloop.doctor import main as doctor_main
+
+    raise typer.Exit(doctor_main(lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)))
+
+
+@app.command()
 def run(
     preset: PresetOpt = DEFAULT_PRESET,
     config: ConfigOpt = None,
