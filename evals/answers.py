@@ -82,7 +82,7 @@ _SPACED_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:" + _SPACE_SEP + r"\d{3})+(
 _PY_POWER = re.compile(r"(?<=[\w)\]}])\*\*([-+]?(?:[\w.]+|\([^()]*\)))")
 # 3. scientific notation as Python prints it ("1e-05", "2.5E+10")
 _SCI = re.compile(r"(?<![\w.])(\d+(?:\.\d*)?|\.\d+)[eE]([-+]?\d+)(?![\w.])")
-_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BOXED = re.compile(r"\\boxed\s*\{")
 _PLAIN_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:/\d+)?")
 
 
@@ -162,7 +162,8 @@ def normalize_gold(gold: str) -> list[str]:
 
 
 def has_boxed(completion: str) -> bool:
-    """Whether the completion holds a ``\\boxed{...}`` / ``\\fbox{...}`` (the asked form)."""
+    """Whether the completion holds a ``\\boxed{...}`` (the asked form; math-verify reads no
+    ``\\fbox``)."""
     return _BOXED.search(completion) is not None
 
 
