@@ -20,11 +20,11 @@ Benchmarks (``bench_names()``; a string -> loader registry, STYLE.md §5):
   in the sandbox), a seeded subset.
 - ``jsonl:PATH``: the user's JSONL.  Each line is either ``{"prompt", "answer"}`` (math: the
   answer instruction is appended unless the prompt mentions ``\\boxed``; scored with
-  ``verify_math`` on ``extract_answer``) or ``{"family", "prompt", ...item fields}`` (e.g. a
+  ``teachloop.evals.answers.score_completion`` on the whole completion, a box required) or ``{"family", "prompt", ...item fields}`` (e.g. a
   teachloop export; scored by that family).
 - ``gsm8k`` (openai/gsm8k main test), ``math500`` (HuggingFaceH4/MATH-500 test), ``aime``
   (AI-MO/aimo-validation-aime train): through ``datasets.load_dataset`` **only from the local
-  cache** (hub access is forced off while loading); when not cached, a one-line UserError
+  cache** (hub access is forced off while loading); when not cached, a one-line BenchError
   says to use ``jsonl:PATH`` instead.
 
 Every benchmark is subsampled the same way: a permutation fixed by ``seed``, first ``n_items``.
@@ -55,31 +55,35 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple, Optional
-
-import typer
+from typing import Any, NamedTuple
 
 from teachloop.curriculum.items import ITEM_FIELDS, Item
-from teachloop.errors import UserError
 
 __all__ = [
     "BENCH_PATTERNS",
     "HELDOUT_SEED_OFFSET",
+    "BenchError",
     "CompareRow",
     "EvalResult",
     "avg_at_k",
     "bench_names",
     "compare",
-    "eval_command",
     "evaluate",
     "load_bench",
     "load_result",
     "pass_at_k",
     "register_bench",
+    "result_table",
     "save_result",
 ]
 
 log = logging.getLogger(__name__)
+
+
+class BenchError(ValueError):
+    """A mistake in what the user asked of a benchmark (a name, a file, an option); the CLI
+    reports it as one line (``teachloop.errors``)."""
+
 
 HELDOUT_SEED_OFFSET = 10_000
 MATH_INSTRUCTION = "Put your final answer in \\boxed{}."
@@ -199,13 +203,13 @@ def save_result(result: EvalResult, path: str | os.PathLike[str]) -> Path:
 
 
 def load_result(path: str | os.PathLike[str]) -> EvalResult:
-    """An EvalResult written by ``save_result``; UserError when missing or not one."""
+    """An EvalResult written by ``save_result``; BenchError when missing or not one."""
     try:
         return EvalResult.from_json(Path(path).read_text())
     except OSError as e:
-        raise UserError(f"cannot read eval result {path}: {e.strerror or e}") from None
+        raise BenchError(f"cannot read eval result {path}: {e.strerror or e}") from None
     except ValueError as e:
-        raise UserError(f"{path}: {e}") from None
+        raise BenchError(f"{path}: {e}") from None
 
 
 class CompareRow(NamedTuple):
@@ -262,23 +266,23 @@ def bench_names() -> list[str]:
 
 
 def load_bench(name: str, n_items: int = 16, *, seed: int = 0, exclude_ids: Iterable[str] = ()) -> BenchItems:
-    """Items of benchmark ``name`` with their scorers; UserError for an unknown name, an
+    """Items of benchmark ``name`` with their scorers; BenchError for an unknown name, an
     unreadable source, or no items left after ``exclude_ids``."""
     if not isinstance(n_items, int) or n_items < 1:
-        raise UserError(f"the number of items must be >= 1, got {n_items!r}")
+        raise BenchError(f"the number of items must be >= 1, got {n_items!r}")
     name = (name or "").strip()
     exclude = frozenset(exclude_ids or ())
     prefix, colon, arg = name.partition(":")
     if colon and prefix in _PREFIXES:
         if not arg.strip():
-            raise UserError(f"bench {name!r} needs an argument after '{prefix}:'")
+            raise BenchError(f"bench {name!r} needs an argument after '{prefix}:'")
         items = _PREFIXES[prefix](arg.strip(), n_items, seed, exclude)
     elif name in _BENCHES:
         items = _BENCHES[name](n_items, seed, exclude)
     else:
-        raise UserError(f"unknown bench {name!r}; known: {', '.join(bench_names())}")
+        raise BenchError(f"unknown bench {name!r}; known: {', '.join(bench_names())}")
     if not items:
-        raise UserError(f"bench {name!r} has no items left (after excluding {len(exclude)} pool ids)")
+        raise BenchError(f"bench {name!r} has no items left (after excluding {len(exclude)} pool ids)")
     return items
 
 
@@ -298,7 +302,7 @@ def _family(name: str):
     try:
         return get_family(name)
     except UnknownFamilyError as e:
-        raise UserError(str(e)) from None
+        raise BenchError(str(e)) from None
 
 
 def _draw(fam: Any, n: int, seed: int, exclude: frozenset[str]) -> list[Item]:
@@ -327,7 +331,7 @@ def _draw(fam: Any, n: int, seed: int, exclude: frozenset[str]) -> list[Item]:
 def _heldout(families: Sequence[str], n_items: int, seed: int, exclude: frozenset[str]) -> BenchItems:
     fams = [_family(f) for f in dict.fromkeys(f.strip() for f in families if f.strip())]
     if not fams:
-        raise UserError("heldout: needs at least one family, e.g. heldout:math.rg.chain_sum,code.generation")
+        raise BenchError("heldout: needs at least one family, e.g. heldout:math.rg.chain_sum,code.generation")
     per = [n_items // len(fams) + (1 if i < n_items % len(fams) else 0) for i in range(len(fams))]
     draws = [[(it, fam.score) for it in _draw(fam, cnt, HELDOUT_SEED_OFFSET + seed, exclude)] if cnt else []
              for fam, cnt in zip(fams, per)]
@@ -352,15 +356,11 @@ def _humaneval(n_items: int, seed: int, exclude: frozenset[str]) -> BenchItems:
 
 # ---------------------------------------------------------------------- math items
 def math_score(item: Item, text: str) -> float:
-    """1.0 iff ``extract_answer(text)`` equals ``item.answer`` under math-verify; never raises."""
-    from teachloop.evals.answers import extract_answer, verify_math
+    """``score_completion`` of the whole completion against ``item.answer`` (the prompt asks for
+    ``\\boxed{}``: no box, 0.0); never raises."""
+    from teachloop.evals.answers import score_completion
 
-    try:
-        ans = extract_answer(text if isinstance(text, str) else None)
-        return 1.0 if ans and verify_math(item.answer, ans) else 0.0
-    except Exception:  # noqa: BLE001 - a scorer never raises on text
-        log.warning("scoring item %s failed; reward 0.0", item.id, exc_info=True)
-        return 0.0
+    return score_completion(item.answer, text, require_boxed=True)
 
 
 def _math_item(family: str, prompt: str, answer: str, metadata: dict[str, Any]) -> Item:
@@ -377,9 +377,9 @@ def _jsonl(arg: str, n_items: int, seed: int, exclude: frozenset[str]) -> BenchI
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UserError(f"bench file {path} does not exist") from None
+        raise BenchError(f"bench file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read bench file {path}: {e}") from None
+        raise BenchError(f"cannot read bench file {path}: {e}") from None
     recs: list[tuple[int, dict[str, Any]]] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -387,12 +387,12 @@ def _jsonl(arg: str, n_items: int, seed: int, exclude: frozenset[str]) -> BenchI
         try:
             rec = json.loads(line)
         except ValueError as e:
-            raise UserError(f"{path} line {lineno}: bad JSON ({e})") from None
+            raise BenchError(f"{path} line {lineno}: bad JSON ({e})") from None
         if not isinstance(rec, dict):
-            raise UserError(f"{path} line {lineno}: expected a JSON object, got {type(rec).__name__}")
+            raise BenchError(f"{path} line {lineno}: expected a JSON object, got {type(rec).__name__}")
         recs.append((lineno, rec))
     if not recs:
-        raise UserError(f"bench file {path} holds no records")
+        raise BenchError(f"bench file {path} holds no records")
     out: BenchItems = []
     seen: set[str] = set()
     for i in _subsample(len(recs), len(recs), seed):
@@ -410,31 +410,31 @@ def _jsonl(arg: str, n_items: int, seed: int, exclude: frozenset[str]) -> BenchI
 def _jsonl_record(path: Path, lineno: int, rec: dict[str, Any]) -> tuple[Item, Scorer]:
     where = f"{path} line {lineno}"
     if "prompt" not in rec or not isinstance(rec["prompt"], str) or not rec["prompt"].strip():
-        raise UserError(f"{where}: missing key 'prompt' (a non-empty string)")
+        raise BenchError(f"{where}: missing key 'prompt' (a non-empty string)")
     family = rec.get("family")
     if family in (None, "", JSONL_MATH_FAMILY):
         if "answer" not in rec or rec["answer"] is None or not str(rec["answer"]).strip():
-            raise UserError(f"{where}: missing key 'answer' (or give a 'family' and its item fields)")
+            raise BenchError(f"{where}: missing key 'answer' (or give a 'family' and its item fields)")
         if isinstance(rec["answer"], (dict, list)):
-            raise UserError(f"{where}: 'answer' must be a string or a number")
+            raise BenchError(f"{where}: 'answer' must be a string or a number")
         meta = {"source": str(path), "line": lineno}
         return _math_item(JSONL_MATH_FAMILY, rec["prompt"], str(rec["answer"]), meta), math_score
     if not isinstance(family, str):
-        raise UserError(f"{where}: 'family' must be a string")
+        raise BenchError(f"{where}: 'family' must be a string")
     from teachloop.evals.families import UnknownFamilyError, get_family
 
     try:
         fam = get_family(family)
     except UnknownFamilyError as e:
-        raise UserError(f"{where}: {e}") from None
+        raise BenchError(f"{where}: {e}") from None
     if "answer" not in rec and "checker" not in rec:
-        raise UserError(f"{where}: an item of family {family} needs 'answer' and/or 'checker'")
+        raise BenchError(f"{where}: an item of family {family} needs 'answer' and/or 'checker'")
     # Item fields only: an export carries extra columns (stats, split names) we do not need.
     fields = {k: v for k, v in rec.items() if k in ITEM_FIELDS}
     try:
         item = Item.from_dict(fields)
     except (TypeError, ValueError) as e:
-        raise UserError(f"{where}: not a valid item: {e}") from None
+        raise BenchError(f"{where}: not a valid item: {e}") from None
     return item, fam.score
 
 
@@ -459,14 +459,14 @@ def _hub_rows(bench: str, repo: str, config: str | None, split: str, fields: str
     try:
         import datasets
     except ImportError:
-        raise UserError(hint + " (the datasets package is not installed)") from None
+        raise BenchError(hint + " (the datasets package is not installed)") from None
     try:
         with _hub_offline():
             ds = datasets.load_dataset(repo, config, split=split) if config else datasets.load_dataset(repo, split=split)
         return [dict(r) for r in ds]
     except Exception as e:  # noqa: BLE001 - offline misses surface as many error types
         log.debug("%s: load_dataset failed", bench, exc_info=True)
-        raise UserError(f"{hint} [{type(e).__name__}]") from None
+        raise BenchError(f"{hint} [{type(e).__name__}]") from None
 
 
 def _hub_loader(bench: str, repo: str, config: str | None, split: str,
@@ -543,11 +543,11 @@ def evaluate(
     from teachloop.agents.probe import probe
 
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise UserError(f"--k must be an integer >= 1, got {k!r}")
+        raise BenchError(f"--k must be an integer >= 1, got {k!r}")
     if not temperature >= 0:
-        raise UserError(f"--temperature must be >= 0, got {temperature!r}")
+        raise BenchError(f"--temperature must be >= 0, got {temperature!r}")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise UserError(f"--max-tokens must be an integer >= 1, got {max_tokens!r}")
+        raise BenchError(f"--max-tokens must be an integer >= 1, got {max_tokens!r}")
     console = console if console is not None else Console(stderr=True)
     label = "embedded" if _is_embedded(model) else str(model)
     t0 = time.perf_counter()
@@ -598,7 +598,7 @@ def _local_backend(model: str | None, seed: int) -> Any:
     else:
         p = Path(str(model)).expanduser()
         if not p.exists():
-            raise UserError(f"model {model} does not exist (a checkpoint directory, or 'embedded')")
+            raise BenchError(f"model {model} does not exist (a checkpoint directory, or 'embedded')")
         path = str(p)
     backend = LocalBackend(LocalBackendConfig(model=path, seed=seed))
     backend.check()  # loads now: a bad checkpoint is one BackendUnavailable line, not a trace
@@ -613,7 +613,7 @@ def _chunk_items(backend: Any, k: int, n: int) -> int:
     return max(1, min(per, n))
 
 
-# ====================================================================== CLI
+# ====================================================================== tables
 def result_table(results: Sequence[EvalResult]) -> Any:
     """A rich table: bench, items, k, pass@1, pass@k, avg@k, wall."""
     from rich.table import Table
@@ -623,28 +623,3 @@ def result_table(results: Sequence[EvalResult]) -> Any:
         t.add_row(r.bench, r.model, str(r.n_items), str(r.k), f"{r.pass1:.3f}", f"{r.passk:.3f}",
                   f"{r.avgk:.3f}", f"{r.wall_s:.1f} s")
     return t
-
-
-def eval_command(
-    model: Annotated[str, typer.Option(help="checkpoint directory, or 'embedded' "
-                                       "(SmolLM2-135M-Instruct)")] = "embedded",
-    bench: Annotated[str, typer.Option(help="rg:<family>, heldout:<f1>,<f2>, humaneval, "
-                                       "jsonl:PATH, gsm8k, math500, aime (hub sets: cached only)")]
-    = "rg:math.rg.chain_sum",
-    k: Annotated[int, typer.Option("--k", help="samples per item (pass@k)")] = 4,
-    n: Annotated[int, typer.Option("--n", help="number of items")] = 16,
-    temperature: Annotated[float, typer.Option(help="sampling temperature (0: greedy)")] = 1.0,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", help="max new tokens per sample")] = 256,
-    seed: Annotated[int, typer.Option(help="item subset and sampling seed")] = 0,
-    out: Annotated[Optional[Path], typer.Option(help="write the EvalResult JSON here")] = None,
-) -> None:
-    """Evaluate a model on a benchmark: pass@1, pass@k and avg@k over k samples per item."""
-    from rich.console import Console
-
-    console = Console()
-    result = evaluate(model, bench, k=k, n_items=n, temperature=temperature, max_tokens=max_tokens,
-                      seed=seed, console=console)
-    console.print(result_table([result]))
-    if out is not None:
-        save_result(result, out)
-        console.print(f"[dim]wrote {out}[/]")

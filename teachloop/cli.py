@@ -38,7 +38,7 @@ app.add_typer(pool_app, name="pool")
 from teachloop.generate import generate_command  # noqa: E402
 from teachloop.train import train_command  # noqa: E402
 
-from teachloop.evals.bench import eval_command  # noqa: E402
+from teachloop.evalcmd import eval_command  # noqa: E402
 from teachloop.export import export_command  # noqa: E402
 from teachloop.report import report_command  # noqa: E402
 from teachloop.study import study_command  # noqa: E402

@@ -17,7 +17,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ConfigError, PoolErro
 # Error types of heavier modules, looked up only if the command imported them, so that
 # `teachloop --help` does not pay for importing the backends.
 _LAZY = {"teachloop.agents.backends": ("BackendUnavailable",),
-         "teachloop.evals.sandbox": ("IsolationUnavailable",)}
+         "teachloop.evals.sandbox": ("IsolationUnavailable",),
+         "teachloop.evals.bench": ("BenchError",)}
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:

@@ -1,12 +1,15 @@
-"""Tests for evals/answers.py: math equivalence, extraction, timeouts, threads, fork.
+"""Tests for evals/answers.py: the math reward ``score_completion`` (math-verify on the whole
+completion), its few normalisations, timeouts, threads and fork.
 
-Expected values were chosen from the mathematics (and the documented decisions in
-the module docstring), not by running the code.  Where math-verify on its own
-disagrees, the case says so in its id.
+Expected values come from the mathematics and the decisions in the module docstring.  Every
+normalisation the module keeps has a case below that math-verify alone (same configuration,
+no normalisation) gets wrong: ``test_each_fix_is_needed`` checks that it still does, so a fix
+that math-verify no longer needs shows up as a failing test, not as dead code.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import statistics
 import sys
@@ -15,259 +18,198 @@ import time
 
 import pytest
 
-from teachloop.evals.answers import extract_answer, normalize_answer, verify_math
+from teachloop.evals.answers import (
+    has_boxed,
+    normalize_completion,
+    normalize_gold,
+    score_completion,
+)
 
-# (gold, answer, expected).  Golds are mostly Python-printed outputs, answers are
-# student free text / LaTeX.
-EQUIV_CASES = [
-    # --- fractions / decimals -------------------------------------------------
-    pytest.param("0.5", "1/2", True, id="decimal-vs-slash-fraction"),
-    pytest.param("0.5", "\\frac{1}{2}", True, id="decimal-vs-frac"),
-    pytest.param("1/2", "0.5", True, id="slash-fraction-vs-decimal"),
-    pytest.param("0.25", "\\dfrac{1}{4}", True, id="dfrac"),
-    pytest.param("3/4", "0.75", True, id="three-quarters"),
-    pytest.param("-1/2", "-0.5", True, id="negative-half"),
-    pytest.param("1/2", "-0.5", False, id="sign-matters-fraction"),
-    pytest.param("0.5", "0.51", False, id="close-decimal-wrong"),
-    pytest.param("-7", "-7.0", True, id="int-vs-float-repr"),
-    # 1/3 = 0.333333... ; a 3-digit rounding is a different number.  math-verify
-    # compares at 6 decimals, so "0.333333" passes and "0.333" does not (decided: keep).
-    pytest.param("1/3", "0.333", False, id="rounded-third-3dp-rejected"),
-    pytest.param("1/3", "0.333333", True, id="rounded-third-6dp-accepted"),
-    pytest.param("0.3333333333333333", "\\frac{1}{3}", True, id="python-float-third"),
-    pytest.param("0.30000000000000004", "0.3", True, id="python-float-noise"),
-    # --- integers, signs --------------------------------------------------------
-    pytest.param("3", "\\boxed{3}", True, id="boxed"),
-    pytest.param("3", "4", False, id="different-ints"),
-    pytest.param("-3", "3", False, id="sign-matters"),
-    pytest.param("1000", "100", False, id="order-of-magnitude"),
-    pytest.param("2", "\\sqrt{4}", True, id="sqrt4"),
-    pytest.param("2", "2x", False, id="number-vs-monomial"),
-    pytest.param("2**10", "1024", True, id="python-power"),
-    # --- thousands separators, units, currency, percent, degrees --------------
-    pytest.param("1000", "1,000", True, id="thousands-comma"),
-    pytest.param("1000000", "1{,}000{,}000", True, id="thousands-latex-braces"),
-    pytest.param("1000", "1\\,000", True, id="thousands-thin-space"),  # mv alone: 1*0
-    pytest.param("5", "5 cm", True, id="units-cm"),
-    pytest.param("5", "5\\,\\text{cm}^2", True, id="units-latex-area"),
-    pytest.param("12", "\\$12", True, id="currency-dollar"),
-    pytest.param("12", "12 dollars", True, id="currency-word"),  # mv alone: 12*d*o*l*...
-    pytest.param("12", "21 dollars", False, id="currency-wrong-amount"),
-    pytest.param("45", "45^\\circ", True, id="degrees-circ"),
-    pytest.param("45", "45°", True, id="degrees-symbol"),
-    pytest.param("50", "50\\%", True, id="percent-vs-number"),
-    pytest.param("0.5", "50\\%", True, id="percent-vs-fraction"),
-    pytest.param("30", "30%", True, id="plain-percent"),
-    pytest.param("0.3", "3%", False, id="percent-wrong"),
-    # --- scientific notation -----------------------------------------------
-    pytest.param("1e-3", "0.001", True, id="sci-vs-decimal"),  # mv alone: 1*e - 3
-    pytest.param("0.001", "1e-3", True, id="decimal-vs-sci"),
-    pytest.param("1e-3", "10^{-3}", True, id="sci-vs-power"),
-    pytest.param("2.5e+10", "25000000000", True, id="sci-big"),
-    # math-verify rounds to 6 decimals, so on its own 1e-9 == 0 and 1e-7 == 2e-7;
-    # the tiny-number guard adds a relative check below 1e-2.
-    pytest.param("1e-9", "0", False, id="tiny-vs-zero"),
-    pytest.param("1e-7", "2e-7", False, id="tiny-vs-double"),
-    pytest.param("1.5e-7", "1.5 \\times 10^{-7}", True, id="tiny-equal"),
-    # --- radicals, symbolic ----------------------------------------------------
-    pytest.param("\\frac{\\sqrt{2}}{2}", "\\sqrt{2}/2", True, id="sqrt-forms"),
-    pytest.param("sqrt(2)/2", "\\frac{\\sqrt{2}}{2}", True, id="sympy-print-sqrt"),
-    pytest.param("\\sqrt{2}", "1.41", False, id="sqrt2-too-rough"),
-    pytest.param("(x+1)^2", "x^2+2x+1", True, id="expanded-square"),
-    pytest.param("(x+1)**2", "x^2 + 2x + 1", True, id="python-power-symbolic"),
-    pytest.param("(x+1)^2", "x^2+1", False, id="wrong-expansion"),
-    pytest.param("x^2", "y^2", False, id="variable-names-matter"),
-    pytest.param("pi", "\\pi", True, id="pi"),
-    pytest.param("2*pi", "2\\pi", True, id="two-pi"),
-    pytest.param("log(2)", "\\ln 2", True, id="python-log-is-ln"),
-    pytest.param("oo", "\\infty", True, id="sympy-infinity"),
-    pytest.param("5", "x = 5", True, id="assignment"),
-    # --- sets, lists, tuples, intervals ---------------------------------------
-    pytest.param("{1, 2}", "{2,1}", True, id="set-order"),
-    pytest.param("{1, 2}", "\\{2, 1\\}", True, id="set-latex"),
-    pytest.param("{1, 2}", "1, 2", True, id="set-vs-enumeration"),
-    pytest.param("{1, 2}", "\\{1, 2, 3\\}", False, id="set-extra-element"),
-    pytest.param("set()", "\\emptyset", True, id="empty-set"),
-    pytest.param("[1, 2]", "1, 2", True, id="python-list-vs-enumeration"),
-    pytest.param("[1, 2]", "[1,2]", True, id="python-list-vs-bracket"),
-    pytest.param("[1, 2]", "(1, 2)", False, id="list-not-open-interval"),
-    pytest.param("[1, 2, 3]", "(1, 2, 3)", True, id="list-vs-tuple"),
-    pytest.param("(1, 2)", "(2, 1)", False, id="tuple-order"),
-    pytest.param("[0,1)", "[0,1]", False, id="interval-half-open-vs-closed"),
-    pytest.param("[0,1]", "[0,1)", False, id="interval-closed-vs-half-open"),
-    pytest.param("(0, 1]", "\\left(0,1\\right]", True, id="interval-left-right"),
-    pytest.param("(0, 1]", "[0, 1]", False, id="interval-open-end"),
-    # --- words, garbage, empty --------------------------------------------------
-    pytest.param("True", "true", True, id="word-case"),
-    pytest.param("7", "banana", False, id="garbage-vs-number"),
-    pytest.param("7", "", False, id="empty-answer"),
-    pytest.param("7", "   ", False, id="blank-answer"),
-    pytest.param("", "", False, id="both-empty"),
-    pytest.param("42", "The answer is 42.", True, id="prose-answer"),
-    pytest.param("42", "The answer is 41.", False, id="prose-wrong-answer"),
+
+def mv_alone(gold: str, completion: str) -> float:
+    """math-verify with score_completion's configuration and none of its normalisations."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    logging.getLogger("math_verify").setLevel(logging.CRITICAL)
+    cfg = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+    return float(verify(parse(gold, cfg, parsing_timeout=None), parse(completion, cfg, parsing_timeout=None),
+                        timeout_seconds=None))
+
+
+# (gold, completion) pairs that should score 1.0, which math-verify alone scores 0.0
+FIXES = [
+    pytest.param("1000", "so \\boxed{1\\,000}", id="thin-space-thousands"),  # mv: 1*0
+    pytest.param("1000000", "\\boxed{1\\,000\\,000}", id="thin-space-millions"),
+    pytest.param("1000.5", "\\boxed{1\\,000.5}", id="thin-space-decimal"),
+    pytest.param("1000", "\\boxed{1~000}", id="tilde-thousands"),
+    pytest.param("1024", "\\boxed{2**10}", id="python-power-completion"),  # mv: unparsed string
+    pytest.param("0.5", "\\boxed{2**(-1)}", id="python-power-parenthesised"),
+    pytest.param("x^2+1", "\\boxed{x**2+1}", id="python-power-symbolic"),
+    pytest.param("0.001", "\\boxed{1e-3}", id="sci-completion"),  # mv: 1*e - 3
+    pytest.param("1e-05", "\\boxed{0.00001}", id="sci-gold-python-float"),  # mv: gold 1
+    pytest.param("2.5e+10", "\\boxed{25000000000}", id="sci-gold-big"),
+    pytest.param("{1, 2}", "\\boxed{\\{2, 1\\}}", id="python-set-gold"),  # mv: gold 2
+    pytest.param("{1, 2}", "\\boxed{1}, \\boxed{2}", id="python-set-gold-two-boxes"),
+    pytest.param("set()", "\\boxed{\\emptyset}", id="python-empty-set-gold"),  # mv: no gold
+    pytest.param("[1, 2]", "\\boxed{1, 2}", id="python-list-gold-as-set"),  # mv: gold 2
+    pytest.param("[1, 2]", "\\boxed{[1, 2]}", id="python-list-gold-as-bracket"),
+    pytest.param("(1, 2)", "\\boxed{(1, 2)}", id="python-tuple-gold"),  # mv: gold 2
+    pytest.param("sqrt(2)/2", "\\boxed{\\frac{1}{\\sqrt{2}}}", id="sympy-sqrt-gold"),  # mv: no gold
+    pytest.param("pi/2", "\\boxed{\\frac{\\pi}{2}}", id="sympy-pi-gold"),
+    pytest.param("oo", "\\boxed{\\infty}", id="sympy-infinity-gold"),
+    pytest.param("x**2 + 2*x + 1", "\\boxed{(x+1)^2}", id="sympy-power-gold"),  # mv: no gold
 ]
 
 
-@pytest.mark.parametrize("gold, answer, expected", EQUIV_CASES)
-def test_equivalence(gold: str, answer: str, expected: bool) -> None:
-    assert verify_math(gold, answer) is expected
+@pytest.mark.parametrize("gold, completion", FIXES)
+def test_each_fix_is_needed(gold: str, completion: str) -> None:
+    assert mv_alone(gold, completion) == 0.0, "math-verify alone now passes: drop the fix"
+    assert score_completion(gold, completion) == 1.0
 
 
-def test_case_count() -> None:
-    assert len(EQUIV_CASES) >= 40
-    assert sum(1 for p in EQUIV_CASES if p.values[2] is False) >= 15
+# math-verify's own semantics, kept (gold, completion, expected)
+SEMANTICS = [
+    # numbers
+    pytest.param("7", "The answer is \\boxed{007}.", 1.0, id="leading-zeros-aime"),
+    pytest.param("24", "\\boxed{024}", 1.0, id="leading-zeros-two"),
+    pytest.param("0.5", "\\boxed{\\frac{1}{2}}", 1.0, id="decimal-vs-frac"),
+    pytest.param("3/4", "\\boxed{0.75}", 1.0, id="fraction-vs-decimal"),
+    pytest.param("1/2", "\\boxed{-0.5}", 0.0, id="sign-matters"),
+    pytest.param("-7", "\\boxed{-7.0}", 1.0, id="int-vs-float"),
+    pytest.param("1/3", "\\boxed{0.333}", 0.0, id="third-3dp-rejected"),
+    pytest.param("1/3", "\\boxed{0.333333}", 1.0, id="third-6dp-accepted"),
+    pytest.param("0.30000000000000004", "\\boxed{0.3}", 1.0, id="python-float-noise"),
+    pytest.param("2", "\\boxed{\\sqrt{4}}", 1.0, id="sqrt4"),
+    pytest.param("1000", "\\boxed{1,000}", 1.0, id="thousands-comma"),
+    pytest.param("1000000", "\\boxed{1{,}000{,}000}", 1.0, id="thousands-braces"),
+    pytest.param("1000.99", "It costs 1000,99 euros", 1.0, id="decimal-comma"),
+    pytest.param("0.3", "\\boxed{30\\%}", 1.0, id="percent"),
+    pytest.param("45", "\\boxed{45^\\circ}", 1.0, id="degrees"),
+    pytest.param("12", "\\boxed{\\$12}", 1.0, id="currency"),
+    # units: dropped by math-verify, never checked (both math families' golds are unit-less)
+    pytest.param("5", "\\boxed{5\\text{ cm}}", 1.0, id="unit-ignored"),
+    # symbolic
+    pytest.param("(x+1)^2", "\\boxed{x^2+2x+1}", 1.0, id="expanded-square"),
+    pytest.param("(x+1)^2", "\\boxed{x^2+1}", 0.0, id="wrong-expansion"),
+    pytest.param("x^2", "\\boxed{y^2}", 0.0, id="variable-names-matter"),
+    pytest.param("5", "\\boxed{x = 5}", 1.0, id="assignment"),
+    # sets, intervals, several boxes
+    pytest.param("{1, 2}", "\\boxed{1}\\boxed{2}", 1.0, id="two-boxes-are-a-set"),
+    pytest.param("{1, 2}", "\\boxed{\\{1, 2, 3\\}}", 0.0, id="set-extra-element"),
+    pytest.param("$[0,1)$", "\\boxed{[0,1]}", 0.0, id="interval-ends-matter"),
+    pytest.param("$(0, 1]$", "\\boxed{\\left(0,1\\right]}", 1.0, id="interval-left-right"),
+    # where the answer is
+    pytest.param("7", "First \\boxed{5}, no wait, \\boxed{7}", 0.0, id="two-boxes-hedge"),
+    pytest.param("42", "The final answer is 42", 1.0, id="prose-final-answer"),
+    pytest.param("42", "The answer is 41.", 0.0, id="prose-wrong"),
+    pytest.param("13", "so $\\frac13$", 0.0, id="frac-is-not-its-digits"),
+    pytest.param("5", "$x \\geq 5$", 0.0, id="inequality-is-not-its-bound"),
+    # empty and unparseable
+    pytest.param("7", "", 0.0, id="empty"),
+    pytest.param("7", "   ", 0.0, id="blank"),
+    pytest.param("", "\\boxed{7}", 0.0, id="empty-gold"),
+    pytest.param("7", "banana", 0.0, id="garbage"),
+]
 
 
-@pytest.mark.parametrize(
-    "raw, norm",
-    [
-        ("$\\boxed{3}$", "3"),
-        ("5 cm", "5"),
-        ("\\$12", "12"),
-        ("1,000", "1000"),
-        ("50\\%", "50"),
-        ("\\text{Yes}", "yes"),
-        ("\\left(0, 1\\right]", "(0,1]"),
-        ("3.", "3"),
-        ("1e-3", "0.001"),
-        ("2**2**3", "2^{2^{3}}"),
-        ("1,2", "1,2"),  # not a thousands separator: kept as a list
-        (None, ""),
-        ("", ""),
-    ],
-)
-def test_normalize_answer(raw, norm) -> None:
-    assert normalize_answer(raw) == norm
+@pytest.mark.parametrize("gold, completion, expected", SEMANTICS)
+def test_semantics(gold: str, completion: str, expected: float) -> None:
+    assert score_completion(gold, completion) == expected
 
 
-def test_fast_path_needs_no_worker(monkeypatch) -> None:
-    import teachloop.evals.answers as A
-
-    def boom():  # the worker pool must not be touched for identical strings
-        raise AssertionError("worker used on the fast path")
-
-    monkeypatch.setattr(A, "_get_pool", boom)
-    assert verify_math("1,000 dollars", "$1000$")
-    assert verify_math("\\boxed{\\frac{1}{2}}", "\\dfrac{1}{2}.")
+def test_require_boxed() -> None:
+    assert score_completion("42", "The final answer is 42") == 1.0
+    assert score_completion("42", "The final answer is 42", require_boxed=True) == 0.0
+    assert score_completion("42", "The final answer is \\boxed{42}", require_boxed=True) == 1.0
+    assert score_completion("42", "\\fbox{42}", require_boxed=True) == 0.0  # math-verify reads no fbox
+    assert has_boxed("a \\boxed {x}") and not has_boxed("boxed{42}")
 
 
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("so $x = \\boxed{\\frac{1}{\\sqrt{2}}}$.", "\\frac{1}{\\sqrt{2}}"),
-        ("\\boxed{\\{1, \\{2\\}\\}}", "\\{1, \\{2\\}\\}"),
-        ("first \\boxed{1} then \\boxed{x^{2}}", "x^{2}"),
-        ("The answer is 42.", "42"),
-        ("Some work.\nFinal answer: $\\frac{3}{4}$", "\\frac{3}{4}"),
-        ("**Answer:** 17", "17"),
-        ("Final Answer: The final answer is $9$. I hope it is correct.", "9"),
-        ("we get 3 and then 1,000 apples", "1,000"),
-        ("x went from -2.5 to nothing", "-2.5"),
-        ("no digits or anything", None),
-        ("", None),
-        (None, None),
-    ],
-)
-def test_extract_answer(text, expected) -> None:
-    assert extract_answer(text) == expected
+def test_a_box_before_the_scanned_tail_scores_zero() -> None:
+    from teachloop.evals.answers import MAX_SCAN_CHARS
+
+    filler = "and so on. " * (MAX_SCAN_CHARS // 10)
+    assert score_completion("7", f"\\boxed{{5}} {filler} \\boxed{{7}}") == 0.0
+    assert score_completion("7", f"{filler} \\boxed{{7}}") == 1.0
 
 
-def test_extract_then_verify() -> None:
-    completion = "Let me think... $2 + 2 = 4$, so the answer is $\\boxed{4}$."
-    assert verify_math("4", extract_answer(completion))
-    assert verify_math("4", completion)  # a whole completion works too
+def test_normalisers_are_pure_string_functions() -> None:
+    assert normalize_completion("pay 1\\,000\\,000 or 2**(n+1) or 1e-3") == "pay 1000000 or 2^{n+1} or 0.001"
+    assert normalize_completion("**Answer:** **5**") == "**Answer:** **5**"  # markdown bold kept
+    assert normalize_completion("x" * 50_000).__len__() < 50_000
+    assert normalize_gold("12.5") == ["12.5"]
+    assert normalize_gold("{1, 2}") == ["$\\{1, 2\\}$"]
+    assert normalize_gold("[1, 2]") == ["$[1, 2]$", "$\\{1, 2\\}$"]
+    assert normalize_gold("$[1, 2]$") == ["$[1, 2]$"]  # LaTeX golds are math-verify's
 
 
+def test_non_strings_score_zero() -> None:
+    assert score_completion("7", None) == 0.0  # type: ignore[arg-type]
+    assert score_completion(None, "7") == 0.0  # type: ignore[arg-type]
+    assert score_completion("7", "\\boxed{7}", timeout_s=float("nan")) == 1.0
+
+
+# ------------------------------------------------------------------ time limits, threads, fork
 PATHOLOGICAL = [
-    pytest.param("2**2**2**2**2**2**2**2", "5", id="python-power-tower"),
-    pytest.param("3", "\\left(10^{10^{10^{10}}}\\right)!", id="latex-huge-factorial"),
+    pytest.param("2**2**2**2**2**2**2**2", "\\boxed{5}", id="python-power-tower-gold"),
+    pytest.param("3", "\\boxed{\\left(10^{10^{10^{10}}}\\right)!}", id="latex-huge-factorial"),
 ]
 
 
-@pytest.mark.parametrize("gold, answer", PATHOLOGICAL)
-def test_pathological_returns_false_within_timeout(gold: str, answer: str) -> None:
-    verify_math("1", "2")  # make sure a worker is up, so startup is not timed
-    timeout_s = 1.5
+@pytest.mark.parametrize("gold, completion", PATHOLOGICAL)
+def test_pathological_scores_zero_within_timeout(gold: str, completion: str) -> None:
+    score_completion("1", "1")  # the pool is up: its start is not timed
     t0 = time.monotonic()
-    assert verify_math(gold, answer, timeout_s=timeout_s) is False
-    elapsed = time.monotonic() - t0
-    assert elapsed < timeout_s + 1.0, elapsed
-    # the killed worker was replaced: normal calls still work
-    assert verify_math("\\frac{1}{2}", "0.5") is True
-    assert verify_math("3", "4") is False
+    assert score_completion(gold, completion, timeout_s=1.0) == 0.0
+    assert time.monotonic() - t0 < 1.0 + 1.5
+    # the killed worker was replaced
+    assert score_completion("\\frac{1}{2}", "\\boxed{0.5}") == 1.0
+    assert score_completion("3", "\\boxed{4}") == 0.0
 
 
-def test_pathological_from_thread() -> None:
-    out: list = []
-
-    def run() -> None:
-        verify_math("1", "2")  # warm, so worker startup is not timed
-        t0 = time.monotonic()
-        out.append(verify_math("2**2**2**2**2**2**2**2", "7", timeout_s=1.0))
-        out.append(time.monotonic() - t0)
-
-    th = threading.Thread(target=run)
-    th.start()
-    th.join(60)
-    assert out[0] is False
-    assert out[1] < 1.0 + 1.0, out[1]
-    assert verify_math("0.5", "1/2")
-
-
-def test_non_main_thread() -> None:
-    out: list = []
-    th = threading.Thread(target=lambda: out.append(verify_math("(x+1)^2", "x^2+2x+1")))
-    th.start()
-    th.join(60)
-    assert out == [True]
-
-
-def test_concurrent_threads_mixed() -> None:
+def test_from_threads_concurrently() -> None:
     cases = [
-        ("1/2", "0.5", True),
-        ("3", "4", False),
-        ("{1, 2}", "\\{2,1\\}", True),
-        ("[0,1)", "[0,1]", False),
-        ("(x+1)^2", "x^2+2x+1", True),
-        ("-3", "3", False),
-        ("1e-3", "10^{-3}", True),
-        ("\\sqrt{2}", "1.41", False),
+        ("1/2", "\\boxed{0.5}", 1.0),
+        ("3", "\\boxed{4}", 0.0),
+        ("{1, 2}", "\\boxed{\\{2,1\\}}", 1.0),
+        ("$[0,1)$", "\\boxed{[0,1]}", 0.0),
+        ("(x+1)^2", "\\boxed{x^2+2x+1}", 1.0),
+        ("7", "either \\boxed{5} or \\boxed{7}", 0.0),
+        ("1e-3", "\\boxed{10^{-3}}", 1.0),
+        ("2**2**2**2**2**2**2**2", "\\boxed{5}", 0.0),  # a timeout amid the others
     ]
-    results: dict[int, list[bool]] = {}
+    results: dict[int, list[float]] = {}
     errors: list[BaseException] = []
-    barrier = threading.Barrier(8)
+    barrier = threading.Barrier(6)
 
     def run(k: int) -> None:
         try:
             barrier.wait(30)
-            got = []
-            for j in range(len(cases)):
-                g, a, _ = cases[(k + j) % len(cases)]
-                got.append(verify_math(g, a))
-            results[k] = got
+            results[k] = [score_completion(*cases[(k + j) % len(cases)][:2], timeout_s=1.0)
+                          for j in range(len(cases))]
         except BaseException as e:  # pragma: no cover - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(8)]
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
     assert not errors, errors
-    for k in range(8):
-        expected = [cases[(k + j) % len(cases)][2] for j in range(len(cases))]
-        assert results[k] == expected, k
+    for k in range(6):
+        assert results[k] == [cases[(k + j) % len(cases)][2] for j in range(len(cases))], k
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_after_fork_child_gets_its_own_worker() -> None:
-    assert verify_math("1/2", "0.5")  # parent pool is up
+def test_a_forked_child_builds_its_own_pool() -> None:
+    assert score_completion("1/2", "\\boxed{0.5}") == 1.0  # the parent's pool is up
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
         code = 1
         try:
-            ok = verify_math("\\frac{1}{4}", "0.25") and not verify_math("1", "2")
+            ok = (score_completion("\\frac{1}{4}", "\\boxed{0.25}") == 1.0
+                  and score_completion("1", "\\boxed{2}") == 0.0)
             os.write(w, b"1" if ok else b"0")
             code = 0
         finally:
@@ -284,41 +226,18 @@ def test_after_fork_child_gets_its_own_worker() -> None:
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     assert data == b"1"
-    # the parent's workers are untouched by the child
-    assert verify_math("2/4", "0.5")
-
-
-def test_worker_killed_from_outside_is_replaced() -> None:
-    import teachloop.evals.answers as A
-
-    assert verify_math("1/2", "0.5")
-    pool = A._get_pool()
-    with pool.cond:
-        idle = list(pool.idle)
-    for w in idle:
-        w.proc.kill()
-        w.proc.wait()
-    assert verify_math("1/3", "\\frac{2}{6}") is True
-    assert verify_math("1/3", "\\frac{2}{5}") is False
+    assert score_completion("2/4", "\\boxed{0.5}") == 1.0  # the parent's pool still works
 
 
 def test_timing_report(capsys) -> None:
-    """Not an assertion about speed beyond sanity; prints medians for the report."""
-    verify_math("1", "2")
-    fast, slow = [], []
-    for _ in range(100):
+    """Sanity bound only; benchmarks/bench_rewards.py measures against math-verify."""
+    score_completion("1", "1")
+    secs = []
+    for i in range(60):
         t0 = time.perf_counter()
-        verify_math("1,000", "1000")
-        fast.append(time.perf_counter() - t0)
-    for i in range(100):
-        t0 = time.perf_counter()
-        verify_math("1/2", f"0.{5 + i % 2}")
-        slow.append(time.perf_counter() - t0)
+        score_completion("1/2", f"\\boxed{{0.{5 + i % 2}}}")
+        secs.append(time.perf_counter() - t0)
     with capsys.disabled():
-        print(
-            f"\n[answers timing] fast path median {statistics.median(fast) * 1e6:.0f} us, "
-            f"worker path median {statistics.median(slow) * 1e3:.2f} ms",
-            file=sys.stderr,
-        )
-    assert statistics.median(fast) < 0.01
-    assert statistics.median(slow) < 1.0
+        print(f"\n[answers timing] score_completion median {statistics.median(secs) * 1e3:.2f} ms",
+              file=sys.stderr)
+    assert statistics.median(secs) < 0.5

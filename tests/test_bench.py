@@ -24,11 +24,11 @@ from teachloop.agents.backends import ChatBackend, Completion
 
 from teachloop.evals.bench import (
     HELDOUT_SEED_OFFSET,
+    BenchError,
     EvalResult,
     avg_at_k,
     bench_names,
     compare,
-    eval_command,
     evaluate,
     load_bench,
     load_result,
@@ -36,7 +36,7 @@ from teachloop.evals.bench import (
     save_result,
 )
 from teachloop.evals.families import get_family
-from teachloop.errors import UserError
+from teachloop.evalcmd import eval_command
 
 
 # ------------------------------------------------------------------------------ pass@k
@@ -106,9 +106,9 @@ def test_registry_lists_names_and_rejects_unknown():
     names = bench_names()
     for n in ("humaneval", "gsm8k", "math500", "aime", "jsonl:PATH", "rg:<family>"):
         assert n in names
-    with pytest.raises(UserError, match="known: .*humaneval"):
+    with pytest.raises(BenchError, match="known: .*humaneval"):
         load_bench("no-such-bench", 2)
-    with pytest.raises(UserError, match="unknown task family"):
+    with pytest.raises(BenchError, match="unknown task family"):
         load_bench("rg:math.rg.nope", 2)
 
 
@@ -171,25 +171,25 @@ def test_jsonl_loader_good_file(tmp_path):
 def test_jsonl_loader_errors(tmp_path):
     p = tmp_path / "bad.jsonl"
     p.write_text('{"prompt": "1+1", "answer": "2"}\n{"prompt": "2+2", "answer": \n')
-    with pytest.raises(UserError, match=r"line 2: bad JSON"):
+    with pytest.raises(BenchError, match=r"line 2: bad JSON"):
         load_bench(f"jsonl:{p}", 4)
     p.write_text('{"prompt": "1+1", "answer": "2"}\n\n{"prompt": "2+2"}\n')
-    with pytest.raises(UserError, match=r"line 3: missing key 'answer'"):
+    with pytest.raises(BenchError, match=r"line 3: missing key 'answer'"):
         load_bench(f"jsonl:{p}", 4)
     p.write_text('{"question": "1+1", "answer": "2"}\n')
-    with pytest.raises(UserError, match=r"line 1: missing key 'prompt'"):
+    with pytest.raises(BenchError, match=r"line 1: missing key 'prompt'"):
         load_bench(f"jsonl:{p}", 4)
     p.write_text('{"family": "no.such", "prompt": "x", "answer": "1"}\n')
-    with pytest.raises(UserError, match=r"line 1: unknown task family"):
+    with pytest.raises(BenchError, match=r"line 1: unknown task family"):
         load_bench(f"jsonl:{p}", 4)
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(BenchError, match="does not exist"):
         load_bench(f"jsonl:{tmp_path / 'missing.jsonl'}", 4)
 
 
 def test_gsm8k_offline_is_a_user_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", "/nonexistent-teachloop-hf-home")  # certainly nothing cached
-    with pytest.raises(UserError) as ei:
+    with pytest.raises(BenchError) as ei:
         load_bench("gsm8k", 4)
     msg = str(ei.value)
     assert "gsm8k is not available offline" in msg and "jsonl:PATH" in msg and "\n" not in msg
@@ -233,9 +233,26 @@ def test_eval_command_parses_options_and_reports_user_errors():
     app = typer.Typer()
     app.command()(eval_command)
     res = CliRunner().invoke(app, ["--bench", "no-such-bench", "--k", "2", "--n", "3"])
-    assert isinstance(res.exception, UserError) and "unknown bench" in str(res.exception)
+    assert isinstance(res.exception, BenchError) and "unknown bench" in str(res.exception)
     res = CliRunner().invoke(app, ["--bench", "rg:chain_sum", "--k", "0"])
-    assert isinstance(res.exception, UserError) and "--k" in str(res.exception)
+    assert isinstance(res.exception, BenchError) and "--k" in str(res.exception)
+
+
+def test_bench_is_library_only_and_the_cli_reports_its_errors_in_one_line(capsys):
+    import subprocess
+    import sys
+
+    code = ("import sys, teachloop.evals.bench; "
+            "bad = [m for m in ('typer', 'teachloop.errors', 'teachloop.cli') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    from teachloop.cli import main
+
+    with pytest.raises(SystemExit) as ei:
+        main(["eval", "--bench", "no-such-bench"])
+    assert ei.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown bench" in err and "Traceback" not in err
 
 
 # ------------------------------------------------------------------------------ end to end

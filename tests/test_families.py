@@ -180,7 +180,10 @@ def test_math_scores_are_binary_not_partial():
     it = seeds("math.rg.chain_sum")[0]
     # reasoning-gym would give partial credit len(gold)/len(answer) for "<gold>0"
     assert fam.score(it, f"\\boxed{{{it.answer}0}}") == 0.0
-    assert fam.score(it, f"so the result is {it.answer}") == 1.0  # last number, extracted
+    # the prompt asks for \boxed{}: the right number without a box scores 0 (format reward's job)
+    assert fam.score(it, f"so the result is {it.answer}") == 0.0
+    assert fam.extract(f"so the result is {it.answer}") is None
+    assert fam.score(it, f"so the result is \\boxed{{{it.answer}}}") == 1.0
     gsm = get_family("math.rg.gsm_symbolic")
     g = seeds("math.rg.gsm_symbolic")[0]
     assert gsm.score(g, "\\boxed{1}") == 0.0  # reasoning-gym gives 0.01 for any number
@@ -453,6 +456,7 @@ def test_math_word_proposal_gold_is_the_executed_output():
         (dict(WORD, program="x = 90"), "output", "printed nothing"),
         (dict(WORD, program="print(90)\nprint('eggs')"), "output", "one line"),
         (dict(WORD, program="import random\nprint(random.random())"), "determinism", "non-deterministic"),
+        (dict(WORD, program="print('90 eggs')"), "output", "unit"),  # math-verify drops units
         ({"problem": "?", "program": "print(1)"}, "parse", "stated answer"),
         ({"problem": "", "program": "print(1)", "answer": "1"}, "parse", "problem"),
         (None, "parse", "mapping"),

@@ -7,7 +7,8 @@ completion, or ``None`` where the reward does not apply (TRL turns ``None`` into
 leaves it out of sums and means). STYLE.md §4.
 
 - :func:`correctness_reward`: the family's binary checker (``Family.score``: never raises;
-  math-verify for math, the sandbox for code). This is the accuracy that VCRL, AdaCuRL and the
+  ``teachloop.evals.answers.score_completion`` on the whole completion for math, the sandbox
+  for code). This is the accuracy that VCRL, AdaCuRL and the
   pool's stats read (``CurriculumGRPOConfig.accuracy_reward``).
 - :func:`format_reward`: 1.0 when the family can extract an answer from the completion
   (``\\boxed{}`` for math, a code block for code), else 0.0; ``None`` for every completion

@@ -3,8 +3,13 @@
 teachloop's math version of the Sancaktar et al. loop (METHODS.md §1, "teachloop:" note): the
 teacher writes the problem, states an answer and writes a short program computing it.  The gold
 answer is the program's stdout (stripped), executed in the sandbox (twice: the two runs must
-print the same); the stated answer must agree with it under ``verify_math``, else the proposal
-is rejected ("stated answer disagrees with executed program").  A label is never taken on trust.
+print the same); the stated answer must agree with it under ``score_completion`` (math-verify),
+else the proposal is rejected ("stated answer disagrees with executed program").  A label is never
+taken on trust.  A printed gold that carries a unit or a word after its number ("5 m") is
+rejected: math-verify drops units, so a unit in the gold could never be checked.
+
+Scoring: ``teachloop.evals.answers.score_completion`` on the whole completion; the prompt asks
+for ``\\boxed{}``, so a completion without one scores 0.0.
 
 Seeds: ``data/math_word_seeds.json`` (problems + programs, no answers); their gold answers are
 computed by executing the programs when seeds are first asked for (cached per program).
@@ -26,6 +31,7 @@ import importlib.resources
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -37,6 +43,7 @@ from teachloop.evals.families.base import (
     Family,
     FamilyConfig,
     ProposalResult,
+    boxed,
     seeded_order,
 )
 
@@ -45,6 +52,8 @@ log = logging.getLogger(__name__)
 NAME = "math.word"
 ANSWER_INSTRUCTION = "Solve the problem. Put your final answer in \\boxed{}."
 DATA_FILE = "math_word_seeds.json"
+# a number followed by a word or unit ("5 m", "12 dollars", "45°", "$3"); not "1e-05"
+_UNIT = re.compile(r"[-+$€£]?\s*[\d.,/]+\s*(?![eE][-+]?\d)[A-Za-z$€£%°]|[$€£]")
 
 
 @dataclass
@@ -121,6 +130,8 @@ class MathWordFamily(Family):
                 stage, reason = "output", "program must print only the answer, on one line"
             elif len(out) > self.config.max_answer_chars:
                 stage, reason = "output", f"printed answer longer than {self.config.max_answer_chars} chars"
+            elif _UNIT.match(out):
+                stage, reason = "output", "printed answer carries a unit or a word; print the number only"
             else:
                 gold = out
         if gold is not None:
@@ -154,10 +165,10 @@ class MathWordFamily(Family):
             return ProposalResult.reject(stage, reason, **ev)
         checks = ["executed", "deterministic", "one-line answer"]
         if stated is not None:
-            from teachloop.evals.answers import verify_math
+            from teachloop.evals.answers import score_completion
 
             stated = str(stated).strip()
-            if not verify_math(gold, stated, timeout_s=self.config.verify_timeout_s):
+            if score_completion(gold, stated, timeout_s=self.config.verify_timeout_s) != 1.0:
                 return ProposalResult.reject(
                     "agreement", "stated answer disagrees with executed program",
                     gold=gold, stated=stated, **ev,
@@ -230,17 +241,17 @@ class MathWordFamily(Family):
             return ProposalResult.reject("internal", f"{type(e).__name__}: {e}"[:300])
 
     def _extract(self, completion: str) -> str | None:
-        from teachloop.evals.answers import extract_answer
-
-        return extract_answer(completion)
+        """The last ``\\boxed{}``'s contents: the format check (``format_reward``), never the score."""
+        b = boxed(completion)
+        return None if b is None else b[1]
 
     def _score(self, item: Item, completion: str) -> float:
-        from teachloop.evals.answers import verify_math
+        from teachloop.evals.answers import score_completion
 
-        ans = self._extract(completion)
-        if ans is None or not ans.strip() or not item.answer:
+        if not item.answer:
             return 0.0
-        return 1.0 if verify_math(item.answer, ans, timeout_s=self.config.verify_timeout_s) else 0.0
+        return score_completion(item.answer, completion, timeout_s=self.config.verify_timeout_s,
+                                require_boxed=True)
 
     def reference_completion(self, item: Item) -> str:
         return f"The answer is \\boxed{{{item.answer}}}."

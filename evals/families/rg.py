@@ -13,9 +13,10 @@ monotonically.  gsm_symbolic has no curriculum; its knob is the generators' ``di
 (number ranges scale with it) over ``GSM_DIFFICULTIES``.
 
 Departures from reasoning-gym, on purpose:
-- Rewards are binary: 1.0 iff reasoning-gym's ``score_answer`` gives exactly 1.0 or the answer
-  is math-equivalent to the gold (``verify_math``); its partial credit (len ratio, 0.01 for
-  "a number") is 0.0 here.
+- Rewards are binary and come from ``teachloop.evals.answers.score_completion`` on the whole
+  completion (math-verify; every gold here is a number), not from reasoning-gym's
+  ``score_answer``, whose partial credit (len ratio, 0.01 for "a number") and own extraction
+  are not used.  The prompt asks for ``\\boxed{}``: a completion without one scores 0.0.
 - gsm_symbolic's config only accepts difficulty 1.0; higher values are set on the dataset after
   validation (its generators accept any difficulty; below 1.0 several of them loop forever or
   raise, so the range starts at 1.0, which is therefore also the easiest level).
@@ -29,14 +30,13 @@ import copy
 import functools
 import importlib.metadata
 import json
-import threading
 from dataclasses import dataclass, field
 from random import Random
 from typing import Any
 
 from teachloop.curriculum.items import Item
 from teachloop.evals.families import register
-from teachloop.evals.families.base import PROCEDURAL_TEACHER, SEED_TEACHER, Family, FamilyConfig
+from teachloop.evals.families.base import PROCEDURAL_TEACHER, SEED_TEACHER, Family, FamilyConfig, boxed
 
 RG_DATASETS = ("basic_arithmetic", "chain_sum", "gsm_symbolic", "products", "gcd", "lcm")
 NAME_PREFIX = "math.rg."
@@ -59,7 +59,7 @@ class RGConfig(FamilyConfig):
         default="one",
         metadata={"help": "'one': a variant moves one level of one knob (chosen by rng); 'all': every knob"},
     )
-    verify_timeout_s: float = field(default=5.0, metadata={"help": "math-verify timeout per score"})
+    verify_timeout_s: float = field(default=5.0, metadata={"help": "math-verify time limit per score"})
 
     def validate(self) -> None:
         if self.dataset not in RG_DATASETS:
@@ -86,8 +86,6 @@ def _rg_version() -> str:
         return "unknown"
 
 
-_lock = threading.Lock()
-
 
 class ReasoningGymFamily(Family):
     """A reasoning-gym dataset as a family (``math.rg.<dataset>``); see the module docstring.
@@ -98,10 +96,6 @@ class ReasoningGymFamily(Family):
 
     CONFIG = RGConfig
     supports_variants = True
-
-    def __init__(self, config: RGConfig | None = None) -> None:
-        super().__init__(config)
-        self._scorer = None
 
     @property
     def name(self) -> str:
@@ -259,36 +253,15 @@ class ReasoningGymFamily(Family):
 
     # -- scoring ---------------------------------------------------------------------------
     def _extract(self, completion: str) -> str | None:
-        from teachloop.evals.answers import extract_answer
-
-        return extract_answer(completion)
-
-    def _rg_score(self, answer: str, item: Item) -> float:
-        if self._scorer is None:
-            with _lock:
-                if self._scorer is None:
-                    from reasoning_gym.factory import get_score_answer_fn
-
-                    self._scorer = get_score_answer_fn(self.config.dataset)
-        entry = {
-            "question": item.checker.get("question", ""),
-            "answer": item.answer,
-            "metadata": item.metadata.get("rg_metadata", {}),
-        }
-        try:
-            return float(self._scorer(answer, entry))
-        except Exception:  # noqa: BLE001 - reasoning-gym scorers are not hardened
-            return 0.0
+        """The last ``\\boxed{}``'s contents: the format check (``format_reward``), never the score."""
+        b = boxed(completion)
+        return None if b is None else b[1]
 
     def _score(self, item: Item, completion: str) -> float:
-        from teachloop.evals.answers import verify_math
+        from teachloop.evals.answers import score_completion
 
-        ans = self._extract(completion)
-        if ans is None or not ans.strip():
-            return 0.0
-        if self._rg_score(ans, item) == 1.0:
-            return 1.0
-        return 1.0 if verify_math(item.answer, ans, timeout_s=self.config.verify_timeout_s) else 0.0
+        return score_completion(item.answer, completion, timeout_s=self.config.verify_timeout_s,
+                                require_boxed=True)
 
     def reference_completion(self, item: Item) -> str:
         return f"The answer is \\boxed{{{item.answer}}}."
