@@ -72,6 +72,17 @@ class TeacherLoopConfig:
     seed: int = _f(0, "seed of the procedural teacher's random choices (one RNG per proposal slot)")
     batch_window_s: float = _f(0.05, "local backends: wait this long to coalesce concurrent "
                                      "requests from parallel chains into one batched call")
+    # --- issue 14 fields ---
+    target_min_p: float = _f(0.35, "medium band (Sancaktar et al.: 0.35 <= p <= 0.65): after turn 1 a "
+                                   "chain whose newest measured variant lies in it stops (in_band); "
+                                   "below it the teacher is asked for easier variants")
+    target_max_p: float = _f(0.65, "upper end of the medium band; above it the teacher is asked for "
+                                   "harder variants")
+    max_rejections_in_row: int = _f(3, "a chain ends after this many rejected proposals in a row "
+                                       "(parse, execution, duplicates, failed requests); 0 = never")
+    context_tokens: int = _f(8000, "budget of the teacher's conversation in tokens (estimated as "
+                                   "characters / 4): the oldest middle turns are dropped first and "
+                                   "the prompt says so; 0 = unbounded")
 
     def __post_init__(self) -> None:
         if self.kind not in TEACHER_KINDS:
@@ -102,6 +113,10 @@ class TeacherLoopConfig:
             raise ValueError("max_tokens must be >= 1")
         if self.batch_window_s < 0:
             raise ValueError("batch_window_s must be >= 0")
+        if not 0.0 <= self.target_min_p <= self.target_max_p <= 1.0:
+            raise ValueError("need 0 <= target_min_p <= target_max_p <= 1")
+        if self.max_rejections_in_row < 0 or self.context_tokens < 0:
+            raise ValueError("max_rejections_in_row and context_tokens must be >= 0")
 
     def replace(self, **changes: Any) -> TeacherLoopConfig:
         return dataclasses.replace(self, **changes)

@@ -403,6 +403,8 @@ def render_item(item: Item, *, max_chars: int = 6000) -> str:
         parts = [f"<code>\n{cap(ck.get('code', ''))}\n</code>"]
         for inp in (ck.get("inputs") or [])[:MAX_INPUTS]:
             parts.append(f"<input>{cap(inp)}</input>")
+        if item.family in ("code.deduction", "code.abduction") and "query" in ck:
+            parts.append(f"<query>{ck['query']}</query>")  # the input the student was asked about
         msg = ck.get("message") or item.metadata.get("hint") or ""
         if msg:
             parts.append(f"<message>\n{cap(msg)}\n</message>")
@@ -420,7 +422,7 @@ def render_item(item: Item, *, max_chars: int = 6000) -> str:
 # ----------------------------------------------------------------------------- templates
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
-FILL_SLOTS = ("current", "summary", "direction")  # filled per proposal
+FILL_SLOTS = ("current", "summary", "direction", "outcome", "rule", "target")  # filled per proposal
 STATIC_SLOTS = ("rules", "format")  # filled when the template is loaded
 
 
@@ -524,6 +526,16 @@ class PromptLibrary:
         """(chat messages, prompt version) asking for a ``direction`` rewrite of ``item``."""
         tpl = self.template(target_family(item.family), kind)
         return tpl.render(current=render_item(item), summary=summary, direction=direction), tpl.version
+
+    def follow_up(self, family: str, direction: str, *, outcome: str, rule: str, target: str
+                  ) -> tuple[str, str]:
+        """(user message, prompt version) of a later turn of a chain's conversation
+        (agents/conversation.py): the newest outcome, the progression rule, the request to
+        rewrite ``target`` ``direction``."""
+        tpl = self.template(target_family(family), direction)
+        msgs = tpl.render(outcome=outcome, rule=rule, target=target, direction=direction,
+                          current="", summary="")
+        return msgs[-1]["content"].strip(), tpl.version
 
     def prefill(self, item: Item, kind: str) -> str:
         """The template's answer prefix (assistant prefill), "" when it has none."""

@@ -88,9 +88,19 @@ def test_progression_rule_and_routing():
     cfg = TeacherLoopConfig(max_turns=3)
     assert progression(0.0, cfg) == "easier" and progression(0.7, cfg) == "harder"
     assert progression(0.5, cfg) is None and progression(0.65, cfg) is None  # harder only above 0.65
+    assert progression(0.35, cfg) is None and progression(0.2, cfg) == "easier"  # towards the band
     chain = {"turn": 0, "head_summary": {"p": 0.0}}
     assert decide(chain, cfg) == ("easier", "")
-    assert decide({**chain, "head_summary": {"p": 0.4}}, cfg) == (None, "target reached")
+    # turn 1 always writes from the seed, even one already in the medium band
+    assert decide({**chain, "head_summary": {"p": 0.4}}, cfg) == ("harder", "")
+    # after turn 1 a measured variant in the band ends the chain; a rejected turn 1 does not
+    measured = {**chain, "turn": 1, "head_turn": 1, "head_summary": {"p": 0.4}}
+    assert decide(measured, cfg) == (None, "target reached")
+    assert decide({**measured, "head_turn": 0}, cfg) == ("harder", "")
+    assert decide({**measured, "head_summary": {"p": 0.2}}, cfg) == ("easier", "")
+    assert decide({**measured, "rejections_in_row": 3}, cfg) == (None, "repeated rejections")
+    assert decide({**measured, "rejections_in_row": 3}, cfg.replace(max_rejections_in_row=0))[1] != \
+        "repeated rejections"
     assert decide({**chain, "head_summary": {"p": 0.4}}, cfg.replace(in_band="harder")) == ("harder", "")
     assert decide({**chain, "turn": 3}, cfg) == (None, "max_turns")
     assert decide({**chain, "exhausted": "end of knob range"}, cfg) == (None, "end of knob range")
@@ -229,12 +239,33 @@ def test_llm_loop_every_node_every_stage_counts_add_up(tmp_path):
         assert it.metadata["slot"].startswith("r1/") and it.parent_id and it.root_id
         assert 0.01 <= it.p <= 0.97
     assert all(r["prompt_version"].startswith("math/") for r in store.rejections())
-    # turn 1 shows the seed ("first" template); later turns the teacher's own newest problem
-    users = [[m for m in p if m["role"] == "user"][-1]["content"] for p in teacher.prompts]
-    firsts = [u for u in users if "Here is a seed problem" in u]
-    later = [u for u in users if "you wrote last time" in u]
-    assert len(firsts) >= 4 and later
-    assert any("Your previous proposal was rejected" in u for u in users)
+    # one conversation per chain: turn t = system, seed and rules, then t-1 pairs of (the
+    # teacher's own proposal, its measured outcome or rejection), then the progression rule
+    convs = [p[:-1] for p in teacher.prompts if p[-1]["content"] == "<problem>\n"]
+    assert len(convs) == 12
+    by_len = Counter(sum(m["role"] == "assistant" for m in c) for c in convs)
+    assert by_len == {0: 4, 1: 4, 2: 4}, by_len  # 4 chains x turns 1, 2, 3
+    for c in convs:
+        assert [m["role"] for m in c[:2]] == ["system", "user"] and "Here is a seed problem" in c[1]["content"]
+        pairs = c[2:]
+        assert [m["role"] for m in pairs] == ["assistant", "user"] * (len(pairs) // 2)
+        for k in range(0, len(pairs), 2):
+            assert "<problem>" in pairs[k]["content"] or "format" in pairs[k]["content"]  # the raw output
+            assert f"Result of turn {k // 2 + 1}:" in pairs[k + 1]["content"]
+        if pairs:
+            assert "Progression rule" in pairs[-1]["content"] and "Rewrite" in pairs[-1]["content"]
+    outcomes = " | ".join(m["content"] for c in convs for m in c if m["role"] == "user")
+    assert "rejected by the parse check" in outcomes and "pass rate p = " in outcomes
+    # every item and rejection keeps the messages its proposal answered and the raw output
+    for it in store.query():
+        if it.direction != "seed":
+            assert it.metadata["teacher_output"].startswith("<problem>")
+            assert it.metadata["teacher_messages"][0]["role"] == "system"
+            assert it.metadata["teacher_usage"]["calls"] == 3  # one call per block
+    for r in store.rejections():
+        env = json.loads(r["proposal"])
+        msgs = env.get("teacher_messages") or env["item"]["metadata"]["teacher_messages"]
+        assert msgs[1]["role"] == "user" and len(msgs) % 2 == 0
     # guided decoding by blocks: the loop writes each opening tag and the teacher continues
     prefixes = [p[-1]["content"] for p in teacher.prompts]
     assert all(p[-1]["role"] == "assistant" for p in teacher.prompts)
@@ -243,6 +274,54 @@ def test_llm_loop_every_node_every_stage_counts_add_up(tmp_path):
     assert any(x.endswith("</program>\n<answer>\n") for x in prefixes)
     # seeds were measured once, with M attempts
     assert all(it.attempts == 4 for it in store.query(direction="seed"))
+
+
+def test_export_keeps_each_turns_conversation(tmp_path):
+    """ACCEPTANCE (issue 14): every exported proposal of turn t >= 2, accepted or rejected, has
+    its chain's t - 1 earlier proposals as assistant messages, each followed by a user
+    message with its measured outcome or rejection."""
+    from teachloop.export import export
+
+    store = open_pool(tmp_path)
+    store.insert_many(get_family("math.word").seeds(3, seed=0))
+    script = [math_proposal("12 + 30 * 2"), "no format", math_proposal("3 + 9 * 3 - 1"),
+              math_proposal("4 + 4"), math_proposal("2 * 3 + 4 * 5 - 6")]
+    cfg = TeacherLoopConfig(kind="llm", max_turns=3, attempts=4, in_band="harder", families=["math.word"])
+    state = run(make_ctx(store, cfg, teacher=ScriptedTeacher(script)))
+    store.close()
+    res = export(tmp_path, fmt="jsonl", out=tmp_path / "e", include_rejected=True)
+    rows = [json.loads(line) for line in (res.out / "data" / "train.jsonl").read_text().splitlines()]
+    proposals = [r for r in rows if r["direction"] != "seed" or r["status"] == "rejected"]
+    assert len(proposals) == len(state["outcomes"]) == 9
+    assert {r["status"] for r in proposals} == {"accepted", "rejected"}
+    turns = Counter()
+    for r in proposals:
+        msgs = json.loads(r["teacher_messages"])
+        t = r["turn"]  # seeds are at turn 0, so the item's turn is the chain turn here
+        turns[t] += 1
+        assistants = [k for k, m in enumerate(msgs) if m["role"] == "assistant"]
+        assert len(assistants) == t - 1, (t, [m["role"] for m in msgs])
+        for j, k in enumerate(assistants):
+            assert msgs[k + 1]["role"] == "user" and f"Result of turn {j + 1}:" in msgs[k + 1]["content"]
+        assert r["teacher_output"] and (r["status"] == "accepted") == (r["reason"] == "")
+    assert turns == {1: 3, 2: 3, 3: 3}
+
+
+def test_context_budget_drops_the_oldest_middle_turns():
+    from teachloop.agents.conversation import build_conversation, estimate_tokens
+
+    opening = [{"role": "system", "content": "s"}, {"role": "user", "content": "seed " * 50}]
+    history = [{"turn": k, "raw": f"proposal {k} " + "x" * 400, "outcome": f"Result of turn {k}: p = 0.{k}"}
+               for k in range(1, 6)]
+    full, dropped = build_conversation(opening, history, "RULE", budget=0)
+    assert dropped == 0 and len(full) == 2 + 2 * 5 and full[-1]["content"].endswith("RULE")
+    cut, dropped = build_conversation(opening, history, "RULE", budget=estimate_tokens(full) - 150)
+    assert dropped == 2 and len(cut) == 2 + 2 * 3
+    assert cut[2]["content"].startswith("proposal 3") and cut[-1]["content"].endswith("RULE")
+    assert "turns 1 to 2 are left out" in cut[1]["content"]
+    assert estimate_tokens(cut) <= estimate_tokens(full) - 150
+    tiny, dropped = build_conversation(opening, history, "RULE", budget=1)  # never the newest pair
+    assert dropped == 4 and tiny[2]["content"].startswith("proposal 5")
 
 
 def test_one_shot_prefill_path_when_blockwise_is_off(tmp_path):
