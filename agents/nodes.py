@@ -32,7 +32,7 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
-from teachloop.agents.backends import Completion
+from teachloop.agents.backends import BackendError, Completion
 from teachloop.agents.config import TeacherLoopConfig
 from teachloop.agents.conversation import build_conversation
 from teachloop.agents.probe import aprobe
@@ -179,8 +179,14 @@ async def measure(task: MeasureTask, runtime: Runtime[LoopContext]) -> Command[L
         summary = stats_only(current.attempts, current.successes)
     else:
         fam = get_family(head.family)
-        res = (await aprobe([head], cfg.attempts, ctx.student, fam.score,
-                            temperature=cfg.student_temperature, max_tokens=cfg.student_max_tokens))[0]
+        try:
+            res = (await aprobe([head], cfg.attempts, ctx.student, fam.score,
+                                temperature=cfg.student_temperature, max_tokens=cfg.student_max_tokens))[0]
+        except BackendError as e:  # the head cannot be measured: its chains end, the run goes on
+            why = f"backend: student request failed: {e}"[:300]
+            return Command(goto=[Send("route", {**c, "head": task["head"], "head_summary": {},
+                                                "start_id": head.id, "exhausted": why})
+                                 for c in task["chains"]])
         summary = summarise_attempts(res.completions, res.rewards, k=cfg.summary_examples,
                                      max_chars=cfg.summary_chars)
         ctx.store.record_many([(head.id, res.attempts, float(sum(res.rewards)))])
@@ -249,24 +255,29 @@ async def propose(chain: ChainState, runtime: Runtime[LoopContext]
     messages, version, changes = _conversation(ctx, chain)
     usage = Usage(calls=0, prompt_tokens=0, completion_tokens=0, latency_s=0.0)
     t0 = time.perf_counter()
-    blocks = format_blocks(chain["family"]) if cfg.blockwise else ()
-    if blocks:
-        raw = await _propose_blockwise(ctx, messages, blocks, usage)
-    else:
-        turn_kind = "first" if not chain.get("history") else direction
-        pre = ctx.prompts.prefill(head, turn_kind) if cfg.prefill else ""
-        sent = [*messages, {"role": "assistant", "content": pre}] if pre else messages
-        out = await ctx.teacher.agenerate([sent], n=1, temperature=cfg.teacher_temperature,
-                                          max_tokens=cfg.teacher_max_tokens)
-        c = out[0][0]
-        _count(usage, c)
-        text = c.text
-        # a continuation lacks the prefilled opening tag; a server that cannot continue a
-        # message answers anew (with its own opening tag): keep that text as it is
-        raw = pre + text if pre and pre not in text else text
+    common = dict(kind=kind, teacher=ctx.teacher_name, prompt_version=version, messages=messages,
+                  usage=usage, **changes)
+    try:
+        blocks = format_blocks(chain["family"]) if cfg.blockwise else ()
+        if blocks:
+            raw = await _propose_blockwise(ctx, messages, blocks, usage)
+        else:
+            turn_kind = "first" if not chain.get("history") else direction
+            pre = ctx.prompts.prefill(head, turn_kind) if cfg.prefill else ""
+            sent = [*messages, {"role": "assistant", "content": pre}] if pre else messages
+            out = await ctx.teacher.agenerate([sent], n=1, temperature=cfg.teacher_temperature,
+                                              max_tokens=cfg.teacher_max_tokens)
+            c = out[0][0]
+            _count(usage, c)
+            text = c.text
+            # a continuation lacks the prefilled opening tag; a server that cannot continue a
+            # message answers anew (with its own opening tag): keep that text as it is
+            raw = pre + text if pre and pre not in text else text
+    except BackendError as e:  # failed after its retries: a recorded rejection, the chain goes on
+        usage["latency_s"] = round(time.perf_counter() - t0, 4)
+        return _reject(chain, "backend", f"teacher request failed: {e}"[:300], raw="", **common)
     usage["latency_s"] = round(time.perf_counter() - t0, 4)
-    return _to("parse", chain, kind=kind, teacher=ctx.teacher_name, prompt_version=version, raw=raw,
-               messages=messages, usage=usage, **changes)
+    return _to("parse", chain, raw=raw, **common)
 
 
 def _conversation(ctx: LoopContext, chain: ChainState) -> tuple[list[dict[str, str]], str, dict[str, Any]]:
@@ -378,8 +389,11 @@ async def probe(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Lit
     cfg = ctx.config
     item = Item.from_dict(chain["candidate"])
     fam = get_family(item.family)
-    res = (await aprobe([item], cfg.attempts, ctx.student, fam.score,
-                        temperature=cfg.student_temperature, max_tokens=cfg.student_max_tokens))[0]
+    try:
+        res = (await aprobe([item], cfg.attempts, ctx.student, fam.score,
+                            temperature=cfg.student_temperature, max_tokens=cfg.student_max_tokens))[0]
+    except BackendError as e:  # failed after its retries: a recorded rejection, the chain goes on
+        return _reject(chain, "backend", f"student request failed: {e}"[:300])
     summary = summarise_attempts(res.completions, res.rewards, k=cfg.summary_examples,
                                  max_chars=cfg.summary_chars)
     return _to("record", chain, probe=summary)

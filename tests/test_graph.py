@@ -307,6 +307,55 @@ def test_export_keeps_each_turns_conversation(tmp_path):
     assert turns == {1: 3, 2: 3, 3: 3}
 
 
+def test_failed_requests_are_recorded_rejections_and_chains_go_on(tmp_path):
+    """Failure isolation (issue 14): real HTTP servers on loopback that answer 500 to chosen
+    requests. A teacher request that fails after its retries, and a student probe that does,
+    become rejections at stage ``backend``; the chains play on and the run ends normally."""
+    from server_utils import RecordingServer
+
+    from teachloop.agents.backends import OpenAIBackend, OpenAIBackendConfig
+    from loop_helpers import arithmetic_answer
+
+    exprs = iter(["12 + 30 * 2", "7 + 8 * 7 + 1", "3 + 9 * 3 - 1", "2 * 3 + 4 * 5", "9 * 9 - 3 * 3",
+                  "6 + 5 * 4", "8 * 2 + 3 * 3"])
+
+    def teacher_says(body):
+        if sum(m["role"] == "assistant" for m in body["messages"]) == 1:
+            return 500, "turn 2 always fails"  # every chain's second proposal
+        return 200, math_proposal(next(exprs))
+
+    def student_says(body):
+        prompt = body["messages"][-1]["content"]
+        if "7 + 8 * 7 + 1" in prompt:
+            return 503, "this probe fails"
+        got = arithmetic_answer(prompt)
+        return 200, f"\\boxed{{{got[0] if got else 0}}}"
+
+    store = open_pool(tmp_path)
+    store.insert_many(get_family("math.word").seeds(2, seed=0))
+    cfg = TeacherLoopConfig(kind="llm", max_turns=3, attempts=2, in_band="harder", families=["math.word"],
+                            blockwise=False, prefill=False)
+    with RecordingServer(teacher_says) as ts, RecordingServer(student_says) as ss:
+        fast = dict(model="recording", max_retries=1, timeout_s=10)
+        teacher = OpenAIBackend(OpenAIBackendConfig(base_url=ts.base_url, **fast))
+        student = OpenAIBackend(OpenAIBackendConfig(base_url=ss.base_url, **fast))
+        state = run(make_ctx(store, cfg, teacher=teacher, student=student))
+        assert teacher.retries >= 2 and student.retries >= 1  # the SDK did retry before giving up
+    assert_counts_add_up(state, store, "r1")
+    outs = state["outcomes"]
+    assert len(outs) == 6  # 2 chains x 3 turns: nothing died
+    backend = [o for o in outs if o["stage"] == "backend"]
+    assert {o["turn"] for o in backend if "teacher request failed" in o["reason"]} == {2}
+    assert sum("student request failed" in o["reason"] for o in backend) == 1
+    assert all(o["status"] == "accepted" or o["stage"] in ("backend", "band") for o in outs)
+    assert all("failed after 2 attempts" in o["reason"] for o in backend)  # 1 try + 1 retry
+    assert {"Error code: 500", "Error code: 503"} <= {m for o in backend for m in
+                                                      ("Error code: 500", "Error code: 503") if m in o["reason"]}
+    rows = [r for r in store.rejections() if r["stage"] == "backend"]
+    assert len(rows) == len(backend)
+    assert all(json.loads(r["proposal"]).get("teacher_messages") for r in rows if "teacher" in r["reason"])
+
+
 def test_context_budget_drops_the_oldest_middle_turns():
     from teachloop.agents.conversation import build_conversation, estimate_tokens
 
