@@ -15,6 +15,7 @@ from typing import Any
 TEACHER_KINDS = ("llm", "procedural", "auto")
 IN_BAND_ACTIONS = ("stop", "harder", "easier")
 FRONTIER_SOURCES = ("seeds", "pool")
+PROTOCOLS = ("auto", "blockwise", "single", "structured")
 
 
 def _f(default: Any, help: str) -> Any:
@@ -83,6 +84,19 @@ class TeacherLoopConfig:
     context_tokens: int = _f(8000, "budget of the teacher's conversation in tokens (estimated as "
                                    "characters / 4): the oldest middle turns are dropped first and "
                                    "the prompt says so; 0 = unbounded")
+    protocol: str = _f("auto", "how the teacher is asked: blockwise (the loop writes each tag, the "
+                               "model continues the message), single (one call, first tag "
+                               "prefilled when prefill), structured (a JSON object through the "
+                               "server's structured-output support, response_format with the "
+                               "proposal's JSON schema: no stop strings, no prefill), auto "
+                               "(blockwise for local models and servers that can continue a "
+                               "message, i.e. with a local tokenizer; single otherwise)")
+    teacher_reasoning: bool = _f(False, "the teacher endpoint is a reasoning model: send "
+                                        "max_completion_tokens and no temperature/top_p")
+    student_reasoning: bool = _f(False, "the same for the student endpoint")
+    teacher_extra_body: dict = _f({}, "extra JSON fields of every teacher request (server-specific, "
+                                      "e.g. {reasoning_effort: low} or vLLM's {top_k: 20})")
+    student_extra_body: dict = _f({}, "extra JSON fields of every student request")
 
     def __post_init__(self) -> None:
         if self.kind not in TEACHER_KINDS:
@@ -113,6 +127,8 @@ class TeacherLoopConfig:
             raise ValueError("max_tokens must be >= 1")
         if self.batch_window_s < 0:
             raise ValueError("batch_window_s must be >= 0")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         if not 0.0 <= self.target_min_p <= self.target_max_p <= 1.0:
             raise ValueError("need 0 <= target_min_p <= target_max_p <= 1")
         if self.max_rejections_in_row < 0 or self.context_tokens < 0:

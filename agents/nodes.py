@@ -32,7 +32,7 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
-from teachloop.agents.backends import BackendError, Completion
+from teachloop.agents.backends import MAX_STOP, BackendError, Completion, OpenAIBackend, _truncate_at_stop
 from teachloop.agents.config import TeacherLoopConfig
 from teachloop.agents.conversation import build_conversation
 from teachloop.agents.probe import aprobe
@@ -53,6 +53,8 @@ from teachloop.agents.teacher import (
     FormatBlock,
     format_blocks,
     parse_proposal,
+    proposal_schema,
+    structured_to_tags,
     target_family,
     teacher_kind_for,
 )
@@ -60,7 +62,7 @@ from teachloop.curriculum.items import Item
 from teachloop.evals.families import family_names, get_family
 
 _PER_TURN = ("slot", "kind", "teacher", "prompt_version", "summary_text", "raw", "proposal",
-             "candidate", "probe", "rejection", "outcome", "messages", "usage")
+             "candidate", "probe", "rejection", "outcome", "messages", "usage", "protocol")
 
 
 # ------------------------------------------------------------------------- pure helpers
@@ -255,11 +257,23 @@ async def propose(chain: ChainState, runtime: Runtime[LoopContext]
     messages, version, changes = _conversation(ctx, chain)
     usage = Usage(calls=0, prompt_tokens=0, completion_tokens=0, latency_s=0.0)
     t0 = time.perf_counter()
+    protocol = resolve_protocol(cfg, ctx.teacher)
+    blocks = format_blocks(chain["family"])
+    if protocol == "structured":
+        messages = [*messages[:-1], {**messages[-1], "content": messages[-1]["content"].rstrip()
+                                     + "\n\n" + STRUCTURED_NOTE}]
     common = dict(kind=kind, teacher=ctx.teacher_name, prompt_version=version, messages=messages,
-                  usage=usage, **changes)
+                  usage=usage, protocol=protocol, **changes)
     try:
-        blocks = format_blocks(chain["family"]) if cfg.blockwise else ()
-        if blocks:
+        if protocol == "structured":
+            if not isinstance(getattr(ctx.teacher, "inner", ctx.teacher), OpenAIBackend):
+                raise RuntimeError("teacher.protocol=structured needs an OpenAI-compatible teacher endpoint")
+            out = await ctx.teacher.agenerate([messages], n=1, temperature=cfg.teacher_temperature,
+                                              max_tokens=cfg.teacher_max_tokens,
+                                              response_format=proposal_schema(chain["family"]))
+            _count(usage, out[0][0])
+            raw = out[0][0].text
+        elif protocol == "blockwise" and blocks:
             raw = await _propose_blockwise(ctx, messages, blocks, usage)
         else:
             turn_kind = "first" if not chain.get("history") else direction
@@ -278,6 +292,24 @@ async def propose(chain: ChainState, runtime: Runtime[LoopContext]
         return _reject(chain, "backend", f"teacher request failed: {e}"[:300], raw="", **common)
     usage["latency_s"] = round(time.perf_counter() - t0, 4)
     return _to("parse", chain, raw=raw, **common)
+
+
+STRUCTURED_NOTE = ("Answer with one JSON object whose fields are the blocks of the format above "
+                   "(for inputs: a list of strings).")
+
+
+def resolve_protocol(cfg: TeacherLoopConfig, teacher: Any) -> str:
+    """TeacherLoopConfig.protocol with ``auto`` resolved: blockwise for in-process models and
+    endpoints that can continue a message (a local tokenizer renders the prompt), single for
+    other endpoints; ``blockwise=False`` turns auto into single."""
+    if cfg.protocol != "auto":
+        return cfg.protocol
+    if not cfg.blockwise:
+        return "single"
+    inner = getattr(teacher, "inner", teacher)
+    if isinstance(inner, OpenAIBackend):
+        return "blockwise" if inner.config.tokenizer else "single"
+    return "blockwise"
 
 
 def _conversation(ctx: LoopContext, chain: ChainState) -> tuple[list[dict[str, str]], str, dict[str, Any]]:
@@ -320,25 +352,29 @@ async def _propose_blockwise(ctx: LoopContext, messages: list[dict[str, str]],
                              blocks: tuple[FormatBlock, ...], usage: Usage) -> str:
     """Guided decoding by blocks (TeacherLoopConfig.blockwise; teachloop.agents.teacher.FORMAT_BLOCKS):
     the loop writes each opening tag, the teacher continues the assistant message and is
-    stopped at the closing tag, at any other tag of the format or at the block's own stops
-    (the block ends there); one call per block, each within its token cap and the shared
-    teacher_max_tokens budget. A block that runs out of tokens ends the text there, unclosed,
-    so the parser rejects it as truncated (a one-line block keeps its first complete line)."""
+    stopped at the closing tag, at the next block's opening tag or at the block's own stops
+    (at most MAX_STOP strings leave the process: OpenAI's limit), and its text is cut here at
+    any other tag of the format (the block ends there); one call per block, each within its
+    token cap and the shared teacher_max_tokens budget. A block that runs out of tokens ends
+    the text there, unclosed, so the parser rejects it as truncated (a one-line block keeps
+    its first complete line)."""
     cfg = ctx.config
     tags = sorted({t for b in blocks for t in (b.opening.strip(), b.closing)})
     text, budget = "", cfg.teacher_max_tokens
-    for b in blocks:
+    for i, b in enumerate(blocks):
         if budget <= 0:
             break
         text += b.opening
+        nxt = blocks[i + 1].opening.strip() if i + 1 < len(blocks) else blocks[0].opening.strip()
+        stop = list(dict.fromkeys([b.closing, nxt, *b.stops]))[:MAX_STOP]
         out = await ctx.teacher.agenerate(
             [[*messages, {"role": "assistant", "content": text}]], n=1,
-            temperature=cfg.teacher_temperature, max_tokens=min(b.max_tokens, budget),
-            stop=[*tags, *b.stops])
+            temperature=cfg.teacher_temperature, max_tokens=min(b.max_tokens, budget), stop=stop)
         c = out[0][0]
         _count(usage, c)
         budget -= max(1, c.completion_tokens)
-        body, closed = c.text.strip("\n"), c.finish_reason == "stop"
+        got, cut = _truncate_at_stop(c.text, tags)  # any other tag of the format ends the block
+        body, closed = got.strip("\n"), cut or c.finish_reason == "stop"
         if b.one_line and body:
             lines = body.split("\n")
             body, closed = lines[0].strip(), closed or len(lines) > 1
@@ -352,7 +388,12 @@ async def _propose_blockwise(ctx: LoopContext, messages: list[dict[str, str]],
 def parse(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal["validate", "record"]]:
     """Strict parse of the teacher's output (teachloop.agents.teacher.parse_proposal)."""
     runtime.context.visit("parse")
-    r = parse_proposal(target_family(chain["family"]), chain.get("raw", ""))
+    raw = chain.get("raw", "")
+    if chain.get("protocol") == "structured":
+        raw = structured_to_tags(chain["family"], raw)
+        if not isinstance(raw, str):
+            return _reject(chain, "parse", raw.reason)
+    r = parse_proposal(target_family(chain["family"]), raw)
     if not r.ok:
         return _reject(chain, "parse", r.reason)
     return _to("validate", chain, proposal=r.to_family_dict())

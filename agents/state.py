@@ -83,6 +83,7 @@ class ChainState(TypedDict, total=False):
     raw: str  # the teacher's raw output (llm)
     messages: list[dict[str, str]]  # the conversation the teacher answered (llm)
     usage: Usage  # tokens and latency of the teacher's calls for this proposal
+    protocol: str  # blockwise / single / structured (TeacherLoopConfig.protocol, resolved)
     proposal: dict[str, Any]  # the parsed proposal, in validate_proposal's format
     candidate: ItemDict  # the validated item (not yet probed)
     probe: Summary  # the candidate's measured pass rate

@@ -187,7 +187,12 @@ def make_backends(cfg: Any, loop: TeacherLoopConfig, needs_teacher: bool) -> tup
     from teachloop.agents.batching import CoalescingBackend
     from teachloop.run import make_student_backend
 
-    def wrap(b: Any) -> Any:
+    def wrap(b: Any, role: str = "student") -> Any:
+        from teachloop.agents.backends import OpenAIBackend
+
+        if isinstance(b, OpenAIBackend):  # endpoint profile per role (TeacherLoopConfig, issue 14)
+            b.config.reasoning = getattr(loop, f"{role}_reasoning")
+            b.config.extra_body = {**b.config.extra_body, **getattr(loop, f"{role}_extra_body")}
         return CoalescingBackend(b, window_s=loop.batch_window_s) if isinstance(b, LocalBackend) else b
 
     student = wrap(make_student_backend(cfg.student))
@@ -196,7 +201,7 @@ def make_backends(cfg: Any, loop: TeacherLoopConfig, needs_teacher: bool) -> tup
     tm, sm = cfg.teacher.model, cfg.student
     if (tm.backend, tm.model, tm.base_url) == (sm.backend, sm.model, sm.base_url) and tm.backend == "local":
         return student, student
-    return student, wrap(make_student_backend(tm))
+    return student, wrap(make_student_backend(tm), "teacher")
 
 
 def _reason_key(reason: str) -> str:

@@ -32,6 +32,7 @@ from teachloop.agents.ledger import Ledger, recorded_slots, slot_of_rejection
 from teachloop.agents.nodes import decide, progression
 from teachloop.agents.state import LoopContext
 from teachloop.agents.teacher import PromptLibrary
+from teachloop.curriculum.items import Item
 from teachloop.curriculum.pool import open_pool
 from teachloop.evals.families import get_family
 
@@ -354,6 +355,72 @@ def test_failed_requests_are_recorded_rejections_and_chains_go_on(tmp_path):
     rows = [r for r in store.rejections() if r["stage"] == "backend"]
     assert len(rows) == len(backend)
     assert all(json.loads(r["proposal"]).get("teacher_messages") for r in rows if "teacher" in r["reason"])
+
+
+def _endpoint_run(tmp_path, respond, **loop):
+    """The loop with its teacher behind a RecordingServer; returns (state, request bodies, store)."""
+    from server_utils import RecordingServer
+
+    from teachloop.agents.backends import OpenAIBackend, OpenAIBackendConfig
+
+    store = open_pool(tmp_path)
+    store.insert_many(get_family("math.word").seeds(2, seed=0))
+    reasoning = loop.pop("teacher_reasoning", False)
+    cfg = TeacherLoopConfig(kind="llm", max_turns=2, attempts=2, in_band="harder", families=["math.word"], **loop)
+    with RecordingServer(respond) as srv:
+        teacher = OpenAIBackend(OpenAIBackendConfig(base_url=srv.base_url, model="recording", max_retries=0,
+                                                    reasoning=reasoning, extra_body={"top_k": 20}))
+        state = run(make_ctx(store, cfg, teacher=teacher))
+    assert_counts_add_up(state, store, "r1")
+    return state, srv.bodies, store
+
+
+def test_blockwise_sends_at_most_four_stop_strings_and_keeps_paragraphs(tmp_path):
+    """What a real HTTP endpoint receives (issue 14): never more than 4 stop strings (OpenAI's
+    limit), and a math problem with a blank line is not cut at it."""
+    answer = ("What is 2 + 3 * 4?\n\nGive the number only.\n</problem>\n<program>\nprint(2 + 3 * 4)\n"
+              "</program>\n<answer>\n14\n</answer>")
+
+    def respond(body):  # a model continuing the prefilled answer (the server ignores stops)
+        prefix = body["messages"][-1]["content"]
+        assert body["messages"][-1]["role"] == "assistant" and body.get("continue_final_message")
+        full = "<problem>\n" + answer
+        return 200, full[len(prefix):] if full.startswith(prefix) else full
+
+    state, bodies, store = _endpoint_run(tmp_path, respond, protocol="blockwise")
+    assert bodies and max(len(b.get("stop", [])) for b in bodies) <= 4
+    assert all("\n\n" not in b.get("stop", []) for b in bodies)
+    assert all(b["max_tokens"] >= 1 and "temperature" in b and b["top_k"] == 20 for b in bodies)
+    kept = [it for it in store.query() if it.direction != "seed"] + [
+        Item.from_dict(json.loads(r["proposal"])["item"]) for r in store.rejections()
+        if "item" in json.loads(r["proposal"])]
+    assert kept and all("Give the number only." in it.prompt for it in kept), [it.prompt for it in kept]
+
+
+def test_structured_protocol_and_reasoning_endpoint(tmp_path):
+    """protocol=structured: one request per proposal with a JSON-schema response_format from
+    the pydantic proposal model, no stop strings, no prefill; a reasoning endpoint gets
+    max_completion_tokens and no sampling parameters; extra_body reaches the server."""
+    exprs = iter(["12 + 30 * 2", "3 + 9 * 3 - 1", "2 * 3 + 4 * 5", "9 * 9 - 3 * 3"])
+
+    def respond(body):
+        e = next(exprs)
+        return 200, json.dumps({"problem": f"What is {e}?", "program": f"print({e})",
+                                "answer": str(eval(e))})  # noqa: S307 - test literals
+
+    state, bodies, store = _endpoint_run(tmp_path, respond, protocol="structured", teacher_reasoning=True)
+    assert len(bodies) == len(state["outcomes"]) == 4
+    for b in bodies:
+        schema = b["response_format"]["json_schema"]["schema"]
+        assert b["response_format"]["type"] == "json_schema"
+        assert set(schema["required"]) == {"problem", "program", "answer"}
+        assert "stop" not in b and b["messages"][-1]["role"] == "user" and "JSON object" in b["messages"][-1]["content"]
+        assert b["max_completion_tokens"] > 0 and not {"max_tokens", "temperature", "top_p"} & set(b)
+        assert b["top_k"] == 20
+    # every JSON answer went through the one strict parser and was probed (accepted or judged by p)
+    assert all(o["status"] == "accepted" or o["stage"] == "band" for o in state["outcomes"]), state["outcomes"]
+    it = next(it for it in store.query() if it.direction != "seed")
+    assert json.loads(it.metadata["teacher_output"])["problem"] in it.prompt
 
 
 def test_context_budget_drops_the_oldest_middle_turns():
