@@ -275,6 +275,12 @@ def test_llm_loop_every_node_every_stage_counts_add_up(tmp_path):
     assert any(x.endswith("</program>\n<answer>\n") for x in prefixes)
     # seeds were measured once, with M attempts
     assert all(it.attempts == 4 for it in store.query(direction="seed"))
+    # token totals over every proposal (teachloop pool stats): up to 3 block calls each
+    from teachloop.stats import pool_summary
+
+    tot = pool_summary(store).teacher
+    assert tot["proposals"] == 12 and 12 < tot["calls"] <= 36 and tot["prompt_tokens"] == 100 * tot["calls"]
+    assert tot["completion_tokens"] > 12 and tot["latency_s"] > 0
 
 
 def test_export_keeps_each_turns_conversation(tmp_path):
