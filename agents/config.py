@@ -97,6 +97,9 @@ class TeacherLoopConfig:
     teacher_extra_body: dict = _f({}, "extra JSON fields of every teacher request (server-specific, "
                                       "e.g. {reasoning_effort: low} or vLLM's {top_k: 20})")
     student_extra_body: dict = _f({}, "extra JSON fields of every student request")
+    score_workers: int = _f(8, "threads scoring student attempts off the event loop (sandboxed "
+                               "checks of one chain overlap other chains' requests); 0 = score "
+                               "in the event loop")
 
     def __post_init__(self) -> None:
         if self.kind not in TEACHER_KINDS:
@@ -131,8 +134,8 @@ class TeacherLoopConfig:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         if not 0.0 <= self.target_min_p <= self.target_max_p <= 1.0:
             raise ValueError("need 0 <= target_min_p <= target_max_p <= 1")
-        if self.max_rejections_in_row < 0 or self.context_tokens < 0:
-            raise ValueError("max_rejections_in_row and context_tokens must be >= 0")
+        if self.max_rejections_in_row < 0 or self.context_tokens < 0 or self.score_workers < 0:
+            raise ValueError("max_rejections_in_row, context_tokens and score_workers must be >= 0")
 
     def replace(self, **changes: Any) -> TeacherLoopConfig:
         return dataclasses.replace(self, **changes)

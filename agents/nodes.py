@@ -16,8 +16,15 @@ Sancaktar et al. (METHODS.md §1), and where teachloop departs:
 - The newest *measured* variant becomes the head even when it is out of the keep band (it
   is then in the rejections table, not the pool: its child's parent is not in the pool, and
   the child says so in ``metadata["parent_in_pool"]``).
-- Inside the band (easier_at < p <= harder_above) the chain stops (``in_band = "stop"``);
-  the paper only gives the rule at the two ends.
+- The llm teacher holds one conversation per chain (agents/conversation.py): each later turn
+  sees its earlier proposals (assistant) and their measured outcomes or rejection reasons
+  (user), then the progression rule, within ``context_tokens``.
+- Turn 1 always writes from the seed. After it, a measured variant inside the medium band
+  (target_min_p <= p <= target_max_p, 0.35-0.65) ends the chain (``in_band = "stop"``);
+  between p = 0 and the band the teacher is asked for easier variants (the paper only gives
+  the rule at the two ends). ``max_rejections_in_row`` rejected proposals in a row end it too.
+- A request that fails after its retries (``BackendError``) is a rejection at stage
+  ``backend``; the chain goes on. A head that cannot be measured ends its chains.
 - ``item.turn`` is the teacher turn that produced the item (frontier head's turn + chain
   turn), not its depth in the lineage.
 """
@@ -183,7 +190,8 @@ async def measure(task: MeasureTask, runtime: Runtime[LoopContext]) -> Command[L
         fam = get_family(head.family)
         try:
             res = (await aprobe([head], cfg.attempts, ctx.student, fam.score,
-                                temperature=cfg.student_temperature, max_tokens=cfg.student_max_tokens))[0]
+                                temperature=cfg.student_temperature, max_tokens=cfg.student_max_tokens,
+                                score_workers=cfg.score_workers))[0]
         except BackendError as e:  # the head cannot be measured: its chains end, the run goes on
             why = f"backend: student request failed: {e}"[:300]
             return Command(goto=[Send("route", {**c, "head": task["head"], "head_summary": {},
@@ -432,7 +440,8 @@ async def probe(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Lit
     fam = get_family(item.family)
     try:
         res = (await aprobe([item], cfg.attempts, ctx.student, fam.score,
-                            temperature=cfg.student_temperature, max_tokens=cfg.student_max_tokens))[0]
+                            temperature=cfg.student_temperature, max_tokens=cfg.student_max_tokens,
+                                score_workers=cfg.score_workers))[0]
     except BackendError as e:  # failed after its retries: a recorded rejection, the chain goes on
         return _reject(chain, "backend", f"student request failed: {e}"[:300])
     summary = summarise_attempts(res.completions, res.rewards, k=cfg.summary_examples,

@@ -429,6 +429,33 @@ def test_structured_protocol_and_reasoning_endpoint(tmp_path):
     assert json.loads(it.metadata["teacher_output"])["problem"] in it.prompt
 
 
+def test_probe_scores_attempts_off_the_event_loop():
+    """score_workers > 0: the M attempts are scored in worker threads (the event loop stays
+    free for other chains), with the same rewards in the same order as inline scoring."""
+    import threading
+
+    from teachloop.agents.probe import aprobe
+
+    item = get_family("math.word").seeds(1, seed=0)[0]
+    fam = get_family("math.word")
+    seen: list[str] = []
+
+    def score(it, text):
+        seen.append(threading.current_thread().name)
+        return fam.score(it, text)
+
+    async def go(workers):
+        seen.clear()
+        loop_thread = threading.current_thread().name
+        res = (await aprobe([item], 8, ArithmeticStudent(), score, score_workers=workers))[0]
+        return res.rewards, set(seen), loop_thread
+
+    inline, names0, loop0 = asyncio.run(go(0))
+    threaded, names8, loop8 = asyncio.run(go(8))
+    assert inline == threaded and len(inline) == 8
+    assert names0 == {loop0} and loop8 not in names8 and all(n.startswith("teachloop-score") for n in names8)
+
+
 def test_context_budget_drops_the_oldest_middle_turns():
     from teachloop.agents.conversation import build_conversation, estimate_tokens
 
