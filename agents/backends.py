@@ -514,6 +514,11 @@ class OpenAIBackendConfig:
     extra_body: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "extra JSON fields sent with every request (server-specific)"}
     )
+    reasoning: bool = field(
+        default=False,
+        metadata={"help": "a reasoning model: send max_completion_tokens instead of max_tokens and "
+                          "no temperature/top_p (such models refuse them)"},
+    )
     tokenizer: str | None = field(
         default=None,
         metadata={"help": "a local HF tokenizer path: a conversation that ends in an assistant message "
@@ -537,6 +542,7 @@ class OpenAIBackendConfig:
 
 
 _RETRY_STATUS = {408, 409, 429}
+MAX_STOP = 4  # OpenAI's limit on stop strings; more are applied here, on the returned text
 
 
 class OpenAIBackend(ChatBackend):
@@ -711,7 +717,9 @@ class OpenAIBackend(ChatBackend):
         max_tokens: int = 256,
         stop: Sequence[str] | None = None,
         ignore_eos: bool = False,
+        response_format: dict[str, Any] | None = None,
     ) -> list[list[Completion]]:
+        """``response_format``: structured output (a JSON schema), sent as it is."""
         _validate_sampling(n, temperature, top_p, max_tokens)
         if not conversations:
             return []
@@ -720,9 +728,14 @@ class OpenAIBackend(ChatBackend):
         extra = dict(self.config.extra_body)
         if ignore_eos:
             extra.setdefault("ignore_eos", True)  # vLLM; llama.cpp: pass logit_bias in extra_body
-        sampling: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
+        if self.config.reasoning:  # no sampling parameters: reasoning models refuse them
+            sampling: dict[str, Any] = {"max_completion_tokens": max_tokens}
+        else:
+            sampling = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
         if stop:
-            sampling["stop"] = list(stop)
+            sampling["stop"] = list(stop)[:MAX_STOP]  # the rest are cut here (_truncate_at_stop)
+        if response_format is not None:
+            sampling["response_format"] = response_format
         if extra:
             sampling["extra_body"] = extra
         def for_(c: Conversation) -> dict[str, Any]:

@@ -31,7 +31,10 @@ def backend_for(m: ModelSection, window_s: float = 0.05) -> Any:
         tok = str(embedded_model_path())
     return make_backend(OpenAIBackendConfig(base_url=m.base_url or None,
                                             model=None if m.model == "embedded" else m.model,
-                                            tokenizer=tok or None))
+                                            tokenizer=tok or None, reasoning=m.reasoning,
+                                            extra_body=dict(m.extra_body),
+                                            max_concurrency=m.max_concurrency,
+                                            timeout_s=m.timeout_s, max_retries=m.max_retries))
 
 
 def same_local_model(a: ModelSection, b: ModelSection) -> bool:

@@ -43,6 +43,15 @@ class ModelSection(Section):
                            "(vLLM)")
     temperature: float = Field(1.0, ge=0, description="sampling temperature")
     max_tokens: int = Field(256, ge=1, description="max new tokens per completion")
+    reasoning: bool = Field(False, description="backend=openai: a reasoning model; requests carry "
+                            "max_completion_tokens and no temperature/top_p (which such models refuse)")
+    extra_body: dict[str, Any] = Field({}, description="backend=openai: extra JSON fields of every "
+                                       "request (server-specific, e.g. {chat_template_kwargs: "
+                                       "{enable_thinking: false}} for Qwen3 on vLLM, or {top_k: 20})")
+    max_concurrency: int = Field(8, ge=1, description="backend=openai: most requests in flight")
+    timeout_s: float = Field(120.0, gt=0, description="backend=openai: per-request timeout (seconds)")
+    max_retries: int = Field(4, ge=0, description="backend=openai: the openai SDK's retries per "
+                             "request (connection errors, timeouts, 408/409/429, 5xx)")
 
 
 class TeacherLoopOptions(Section):
@@ -102,6 +111,28 @@ class TeacherLoopOptions(Section):
     batch_window_s: float = Field(0.05, ge=0, description="local backends: wait this long to "
                                   "coalesce concurrent requests from parallel chains into one "
                                   "batched call")
+    target_min_p: float = Field(0.35, ge=0, le=1, description="medium band (Sancaktar et al.: "
+                                "0.35 <= p <= 0.65): after turn 1 a chain whose newest measured "
+                                "variant lies in it stops (in_band); below it the teacher is asked "
+                                "for easier variants")
+    target_max_p: float = Field(0.65, ge=0, le=1, description="upper end of the medium band; above "
+                                "it the teacher is asked for harder variants")
+    max_rejections_in_row: int = Field(3, ge=0, description="a chain ends after this many rejected "
+                                       "proposals in a row (parse, execution, duplicates, failed "
+                                       "requests); 0 = never")
+    context_tokens: int = Field(8000, ge=0, description="budget of the teacher's conversation in "
+                                "tokens (estimated as characters / 4): the oldest middle turns are "
+                                "dropped first and the prompt says so; 0 = unbounded")
+    protocol: Literal["auto", "blockwise", "single", "structured"] = Field(
+        "auto", description="how the teacher is asked: blockwise (the loop writes each tag, the "
+        "model continues the message), single (one call, first tag prefilled when prefill), "
+        "structured (a JSON object through the server's structured-output support, "
+        "response_format with the proposal's JSON schema: no stop strings, no prefill), auto "
+        "(blockwise for local models and servers that can continue a message, i.e. with a local "
+        "tokenizer; single otherwise)")
+    score_workers: int = Field(8, ge=0, description="threads scoring student attempts off the "
+                               "event loop (sandboxed checks of one chain overlap other chains' "
+                               "requests); 0 = score in the event loop")
 
     @model_validator(mode="after")
     def _check(self) -> TeacherLoopOptions:
@@ -109,6 +140,8 @@ class TeacherLoopOptions(Section):
             raise ValueError("need 0 <= keep_min_p <= keep_max_p <= 1")
         if not self.easier_at < self.harder_above:
             raise ValueError("easier_at must be below harder_above")
+        if not self.target_min_p <= self.target_max_p:
+            raise ValueError("need 0 <= target_min_p <= target_max_p <= 1")
         return self
 
 

@@ -150,20 +150,23 @@ class Ledger:
 
     def reject(self, slot: str, stage: str, reason: str, *, item: Item | None = None, raw: str = "",
                proposal: dict[str, Any] | None = None, family: str, parent_id: str | None,
-               direction: str | None, turn: int | None, teacher: str, prompt_version: str) -> Recorded:
+               direction: str | None, turn: int | None, teacher: str, prompt_version: str,
+               **extra: Any) -> Recorded:
+        """Record a rejection (``extra``: more JSON fields of the envelope, e.g. the teacher's
+        messages)."""
         with self._lock:
             done = self._slots.get(slot)
             if done is not None:
                 return done
             return self._reject_locked(slot, stage, reason, item=item, raw=raw, proposal=proposal,
                                        family=family, parent_id=parent_id, direction=direction,
-                                       turn=turn, teacher=teacher, prompt_version=prompt_version)
+                                       turn=turn, teacher=teacher, prompt_version=prompt_version, **extra)
 
     def _reject_locked(self, slot: str, stage: str, reason: str, *, item: Item | None, raw: str,
                        proposal: dict[str, Any] | None = None, family: str | None = None,
                        parent_id: str | None = None, direction: str | None = None,
                        turn: int | None = None, teacher: str | None = None,
-                       prompt_version: str | None = None) -> Recorded:
+                       prompt_version: str | None = None, **extra: Any) -> Recorded:
         if item is not None:  # defaults from the candidate itself
             family = family or item.family
             parent_id = parent_id if parent_id is not None else item.parent_id
@@ -174,7 +177,7 @@ class Ledger:
         self.store.reject(
             family=family or "?", stage=stage, reason=reason[:500],
             proposal=envelope(slot, raw=raw, proposal=proposal,
-                              item=item.to_dict() if item is not None else None),
+                              item=item.to_dict() if item is not None else None, **extra),
             parent_id=parent_id, direction=direction, turn=turn, teacher=teacher or "",
             prompt_version=prompt_version or "",
         )

@@ -16,8 +16,15 @@ Sancaktar et al. (METHODS.md §1), and where teachloop departs:
 - The newest *measured* variant becomes the head even when it is out of the keep band (it
   is then in the rejections table, not the pool: its child's parent is not in the pool, and
   the child says so in ``metadata["parent_in_pool"]``).
-- Inside the band (easier_at < p <= harder_above) the chain stops (``in_band = "stop"``);
-  the paper only gives the rule at the two ends.
+- The llm teacher holds one conversation per chain (agents/conversation.py): each later turn
+  sees its earlier proposals (assistant) and their measured outcomes or rejection reasons
+  (user), then the progression rule, within ``context_tokens``.
+- Turn 1 always writes from the seed. After it, a measured variant inside the medium band
+  (target_min_p <= p <= target_max_p, 0.35-0.65) ends the chain (``in_band = "stop"``);
+  between p = 0 and the band the teacher is asked for easier variants (the paper only gives
+  the rule at the two ends). ``max_rejections_in_row`` rejected proposals in a row end it too.
+- A request that fails after its retries (``BackendError``) is a rejection at stage
+  ``backend``; the chain goes on. A head that cannot be measured ends its chains.
 - ``item.turn`` is the teacher turn that produced the item (frontier head's turn + chain
   turn), not its depth in the lineage.
 """
@@ -25,21 +32,36 @@ Sancaktar et al. (METHODS.md §1), and where teachloop departs:
 from __future__ import annotations
 
 import dataclasses
+import time
 from random import Random
 from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
+from teachloop.agents.backends import MAX_STOP, BackendError, Completion, OpenAIBackend, _truncate_at_stop
 from teachloop.agents.config import TeacherLoopConfig
+from teachloop.agents.conversation import build_conversation
 from teachloop.agents.probe import aprobe
-from teachloop.agents.state import ChainEnd, ChainState, LoopContext, LoopState, MeasureTask, Outcome, Summary
-from teachloop.agents.summary import render_summary, stats_only, summarise_attempts
+from teachloop.agents.state import (
+    ChainEnd,
+    ChainState,
+    LoopContext,
+    LoopState,
+    MeasureTask,
+    Outcome,
+    Summary,
+    TurnRecord,
+    Usage,
+)
+from teachloop.agents.summary import render_rule, render_summary, render_turn_outcome, stats_only, summarise_attempts
 from teachloop.agents.teacher import (
     PROCEDURAL_VERSION,
     FormatBlock,
     format_blocks,
     parse_proposal,
+    proposal_schema,
+    structured_to_tags,
     target_family,
     teacher_kind_for,
 )
@@ -47,22 +69,26 @@ from teachloop.curriculum.items import Item
 from teachloop.evals.families import family_names, get_family
 
 _PER_TURN = ("slot", "kind", "teacher", "prompt_version", "summary_text", "raw", "proposal",
-             "candidate", "probe", "rejection", "outcome")
+             "candidate", "probe", "rejection", "outcome", "messages", "usage", "protocol")
 
 
 # ------------------------------------------------------------------------- pure helpers
 
 
 def progression(p: float | None, cfg: TeacherLoopConfig) -> str | None:
-    """The progression rule: harder if p > harder_above, easier if p <= easier_at, else None
-    (inside the band). METHODS.md §1: harder if p > 0.65, easier if p = 0."""
+    """The progression rule: harder if p > harder_above, easier if p <= easier_at, None inside
+    the medium band [target_min_p, target_max_p], else towards the band (easier below it,
+    harder above it). METHODS.md §1: harder if p > 0.65, easier if p = 0, aiming at
+    0.35 <= p <= 0.65 (teachloop: the paper gives no rule for 0 < p < 0.35; easier)."""
     if p is None:
         return None
     if p > cfg.harder_above:
         return "harder"
     if p <= cfg.easier_at:
         return "easier"
-    return None
+    if cfg.target_min_p <= p <= cfg.target_max_p:
+        return None
+    return "easier" if p < cfg.target_min_p else "harder"
 
 
 def stone_tier(p: float) -> str:
@@ -76,6 +102,8 @@ def decide(chain: ChainState, cfg: TeacherLoopConfig) -> tuple[str | None, str]:
         return None, chain["exhausted"]
     if chain.get("turn", 0) >= cfg.max_turns:
         return None, "max_turns"
+    if cfg.max_rejections_in_row and chain.get("rejections_in_row", 0) >= cfg.max_rejections_in_row:
+        return None, "repeated rejections"
     p = chain.get("head_summary", {}).get("p")
     if p is None:
         return None, "head not measured"
@@ -89,9 +117,14 @@ def decide(chain: ChainState, cfg: TeacherLoopConfig) -> tuple[str | None, str]:
         return cfg.force_direction, ""
     d = progression(p, cfg)
     if d is None:
-        if cfg.in_band == "stop":
+        if cfg.in_band != "stop":
+            d = cfg.in_band
+        elif chain.get("head_turn", 0) == 0:
+            # turn 1 always writes from the seed (METHODS.md §1), also from one already in the
+            # band; teachloop: a little harder then
+            d = "harder"
+        else:
             return None, "target reached"
-        d = cfg.in_band
     return d, ""
 
 
@@ -155,14 +188,23 @@ async def measure(task: MeasureTask, runtime: Runtime[LoopContext]) -> Command[L
         summary = stats_only(current.attempts, current.successes)
     else:
         fam = get_family(head.family)
-        res = (await aprobe([head], cfg.attempts, ctx.student, fam.score,
-                            temperature=cfg.student_temperature, max_tokens=cfg.student_max_tokens))[0]
+        try:
+            res = (await aprobe([head], cfg.attempts, ctx.student, fam.score,
+                                temperature=cfg.student_temperature, max_tokens=cfg.student_max_tokens,
+                                score_workers=cfg.score_workers))[0]
+        except BackendError as e:  # the head cannot be measured: its chains end, the run goes on
+            why = f"backend: student request failed: {e}"[:300]
+            return Command(goto=[Send("route", {**c, "head": task["head"], "head_summary": {},
+                                                "start_id": head.id, "exhausted": why})
+                                 for c in task["chains"]])
         summary = summarise_attempts(res.completions, res.rewards, k=cfg.summary_examples,
                                      max_chars=cfg.summary_chars)
         ctx.store.record_many([(head.id, res.attempts, float(sum(res.rewards)))])
         current = ctx.store.get(head.id) or head
     head_d = current.to_dict()
-    return Command(goto=[Send("route", {**c, "head": head_d, "head_summary": summary, "start_id": head.id})
+    return Command(goto=[Send("route", {**c, "head": head_d, "head_summary": summary, "start_id": head.id,
+                                        "seed": head_d, "seed_summary": summary, "head_turn": 0,
+                                        "history": [], "rejections_in_row": 0})
                          for c in task["chains"]])
 
 
@@ -220,47 +262,127 @@ async def propose(chain: ChainState, runtime: Runtime[LoopContext]
         return _to("dedup", chain, candidate=child.to_dict(), **common)
     if ctx.teacher is None or ctx.prompts is None:
         raise RuntimeError("the llm teacher needs a teacher backend and prompts in the LoopContext")
-    turn_kind = "first" if head.id == chain.get("start_id") else direction
-    messages, version = ctx.prompts.render(head, turn_kind, summary=chain["summary_text"],
-                                           direction=direction)
-    blocks = format_blocks(chain["family"]) if cfg.blockwise else ()
-    if blocks:
-        raw = await _propose_blockwise(ctx, messages, blocks)
-    else:
-        pre = ctx.prompts.prefill(head, turn_kind) if cfg.prefill else ""
-        if pre:  # the answer starts with the format's first tag; the backend continues it
-            messages = [*messages, {"role": "assistant", "content": pre}]
-        out = await ctx.teacher.agenerate([messages], n=1, temperature=cfg.teacher_temperature,
-                                          max_tokens=cfg.teacher_max_tokens)
-        text = out[0][0].text
-        # a continuation lacks the prefilled opening tag; a server that cannot continue a
-        # message answers anew (with its own opening tag): keep that text as it is
-        raw = pre + text if pre and pre not in text else text
-    return _to("parse", chain, kind=kind, teacher=ctx.teacher_name, prompt_version=version, raw=raw)
+    messages, version, changes = _conversation(ctx, chain)
+    usage = Usage(calls=0, prompt_tokens=0, completion_tokens=0, latency_s=0.0)
+    t0 = time.perf_counter()
+    protocol = resolve_protocol(cfg, ctx.teacher)
+    blocks = format_blocks(chain["family"])
+    if protocol == "structured":
+        messages = [*messages[:-1], {**messages[-1], "content": messages[-1]["content"].rstrip()
+                                     + "\n\n" + STRUCTURED_NOTE}]
+    common = dict(kind=kind, teacher=ctx.teacher_name, prompt_version=version, messages=messages,
+                  usage=usage, protocol=protocol, **changes)
+    try:
+        if protocol == "structured":
+            if not isinstance(getattr(ctx.teacher, "inner", ctx.teacher), OpenAIBackend):
+                raise RuntimeError("teacher.protocol=structured needs an OpenAI-compatible teacher endpoint")
+            out = await ctx.teacher.agenerate([messages], n=1, temperature=cfg.teacher_temperature,
+                                              max_tokens=cfg.teacher_max_tokens,
+                                              response_format=proposal_schema(chain["family"]))
+            _count(usage, out[0][0])
+            raw = out[0][0].text
+        elif protocol == "blockwise" and blocks:
+            raw = await _propose_blockwise(ctx, messages, blocks, usage)
+        else:
+            turn_kind = "first" if not chain.get("history") else direction
+            pre = ctx.prompts.prefill(head, turn_kind) if cfg.prefill else ""
+            sent = [*messages, {"role": "assistant", "content": pre}] if pre else messages
+            out = await ctx.teacher.agenerate([sent], n=1, temperature=cfg.teacher_temperature,
+                                              max_tokens=cfg.teacher_max_tokens)
+            c = out[0][0]
+            _count(usage, c)
+            text = c.text
+            # a continuation lacks the prefilled opening tag; a server that cannot continue a
+            # message answers anew (with its own opening tag): keep that text as it is
+            raw = pre + text if pre and pre not in text else text
+    except BackendError as e:  # failed after its retries: a recorded rejection, the chain goes on
+        usage["latency_s"] = round(time.perf_counter() - t0, 4)
+        return _reject(chain, "backend", f"teacher request failed: {e}"[:300], raw="", **common)
+    usage["latency_s"] = round(time.perf_counter() - t0, 4)
+    return _to("parse", chain, raw=raw, **common)
+
+
+STRUCTURED_NOTE = ("Answer with one JSON object whose fields are the blocks of the format above "
+                   "(for inputs: a list of strings).")
+
+
+def resolve_protocol(cfg: TeacherLoopConfig, teacher: Any) -> str:
+    """TeacherLoopConfig.protocol with ``auto`` resolved: blockwise for in-process models and
+    endpoints that can continue a message (a local tokenizer renders the prompt), single for
+    other endpoints; ``blockwise=False`` turns auto into single."""
+    if cfg.protocol != "auto":
+        return cfg.protocol
+    if not cfg.blockwise:
+        return "single"
+    inner = getattr(teacher, "inner", teacher)
+    if isinstance(inner, OpenAIBackend):
+        return "blockwise" if inner.config.tokenizer else "single"
+    return "blockwise"
+
+
+def _conversation(ctx: LoopContext, chain: ChainState) -> tuple[list[dict[str, str]], str, dict[str, Any]]:
+    """(messages, prompt version, chain changes) of this turn's teacher call: the chain's one
+    conversation (agents/conversation.py). Turn 1 renders the opening from the seed (the
+    ``first`` template); later turns add every earlier proposal and its outcome, the newest
+    outcome followed by the progression rule (the ``easier``/``harder`` template)."""
+    cfg = ctx.config
+    changes: dict[str, Any] = {}
+    opening = chain.get("opening")
+    history = list(chain.get("history") or [])
+    seed = Item.from_dict(chain.get("seed") or chain["head"])
+    if not opening:
+        opening, version = ctx.prompts.render(seed, "first", summary=chain["summary_text"],
+                                              direction=chain["direction"])
+        changes["opening"] = opening
+    if not history:
+        version = ctx.prompts.template(target_family(chain["family"]), "first").version
+        messages, _ = build_conversation(opening, [], "", budget=cfg.context_tokens)
+        return messages, version, changes
+    ht = chain.get("head_turn", 0)
+    target = ("the seed problem from the first message (write a new problem from it)" if ht == 0
+              else f"your problem of turn {ht}")
+    rule = render_rule(chain["direction"], target_min=cfg.target_min_p, target_max=cfg.target_max_p)
+    last = history[-1]
+    user, version = ctx.prompts.follow_up(chain["family"], chain["direction"], outcome=last["outcome"],
+                                          rule=rule, target=target)
+    history[-1] = TurnRecord(turn=last["turn"], raw=last["raw"], outcome=user)
+    messages, _ = build_conversation(opening, history, "", budget=cfg.context_tokens)
+    return messages, version, changes
+
+
+def _count(usage: Usage, c: Completion) -> None:
+    usage["calls"] = usage.get("calls", 0) + 1
+    usage["prompt_tokens"] = usage.get("prompt_tokens", 0) + c.prompt_tokens
+    usage["completion_tokens"] = usage.get("completion_tokens", 0) + c.completion_tokens
 
 
 async def _propose_blockwise(ctx: LoopContext, messages: list[dict[str, str]],
-                             blocks: tuple[FormatBlock, ...]) -> str:
+                             blocks: tuple[FormatBlock, ...], usage: Usage) -> str:
     """Guided decoding by blocks (TeacherLoopConfig.blockwise; teachloop.agents.teacher.FORMAT_BLOCKS):
     the loop writes each opening tag, the teacher continues the assistant message and is
-    stopped at the closing tag, at any other tag of the format or at the block's own stops
-    (the block ends there); one call per block, each within its token cap and the shared
-    teacher_max_tokens budget. A block that runs out of tokens ends the text there, unclosed,
-    so the parser rejects it as truncated (a one-line block keeps its first complete line)."""
+    stopped at the closing tag, at the next block's opening tag or at the block's own stops
+    (at most MAX_STOP strings leave the process: OpenAI's limit), and its text is cut here at
+    any other tag of the format (the block ends there); one call per block, each within its
+    token cap and the shared teacher_max_tokens budget. A block that runs out of tokens ends
+    the text there, unclosed, so the parser rejects it as truncated (a one-line block keeps
+    its first complete line)."""
     cfg = ctx.config
     tags = sorted({t for b in blocks for t in (b.opening.strip(), b.closing)})
     text, budget = "", cfg.teacher_max_tokens
-    for b in blocks:
+    for i, b in enumerate(blocks):
         if budget <= 0:
             break
         text += b.opening
+        nxt = blocks[i + 1].opening.strip() if i + 1 < len(blocks) else blocks[0].opening.strip()
+        stop = list(dict.fromkeys([b.closing, nxt, *b.stops]))[:MAX_STOP]
         out = await ctx.teacher.agenerate(
             [[*messages, {"role": "assistant", "content": text}]], n=1,
-            temperature=cfg.teacher_temperature, max_tokens=min(b.max_tokens, budget),
-            stop=[*tags, *b.stops])
+            temperature=cfg.teacher_temperature, max_tokens=min(b.max_tokens, budget), stop=stop)
         c = out[0][0]
+        _count(usage, c)
         budget -= max(1, c.completion_tokens)
-        body, closed = c.text.strip("\n"), c.finish_reason == "stop"
+        got, cut = _truncate_at_stop(c.text, tags)  # any other tag of the format ends the block
+        body, closed = got.strip("\n"), cut or c.finish_reason == "stop"
         if b.one_line and body:
             lines = body.split("\n")
             body, closed = lines[0].strip(), closed or len(lines) > 1
@@ -274,7 +396,12 @@ async def _propose_blockwise(ctx: LoopContext, messages: list[dict[str, str]],
 def parse(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal["validate", "record"]]:
     """Strict parse of the teacher's output (teachloop.agents.teacher.parse_proposal)."""
     runtime.context.visit("parse")
-    r = parse_proposal(target_family(chain["family"]), chain.get("raw", ""))
+    raw = chain.get("raw", "")
+    if chain.get("protocol") == "structured":
+        raw = structured_to_tags(chain["family"], raw)
+        if not isinstance(raw, str):
+            return _reject(chain, "parse", raw.reason)
+    r = parse_proposal(target_family(chain["family"]), raw)
     if not r.ok:
         return _reject(chain, "parse", r.reason)
     return _to("validate", chain, proposal=r.to_family_dict())
@@ -311,11 +438,24 @@ async def probe(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Lit
     cfg = ctx.config
     item = Item.from_dict(chain["candidate"])
     fam = get_family(item.family)
-    res = (await aprobe([item], cfg.attempts, ctx.student, fam.score,
-                        temperature=cfg.student_temperature, max_tokens=cfg.student_max_tokens))[0]
+    try:
+        res = (await aprobe([item], cfg.attempts, ctx.student, fam.score,
+                            temperature=cfg.student_temperature, max_tokens=cfg.student_max_tokens,
+                                score_workers=cfg.score_workers))[0]
+    except BackendError as e:  # failed after its retries: a recorded rejection, the chain goes on
+        return _reject(chain, "backend", f"student request failed: {e}"[:300])
     summary = summarise_attempts(res.completions, res.rewards, k=cfg.summary_examples,
                                  max_chars=cfg.summary_chars)
     return _to("record", chain, probe=summary)
+
+
+def _provenance(chain: ChainState) -> dict[str, Any]:
+    """The teacher's side of one proposal (llm): the messages it answered, its raw output,
+    tokens and latency; empty for the procedural teacher."""
+    if "messages" not in chain:
+        return {}
+    return {"teacher_messages": chain["messages"], "teacher_output": chain.get("raw", ""),
+            "teacher_usage": dict(chain.get("usage") or {})}
 
 
 def record(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal["route"]]:
@@ -338,7 +478,8 @@ def record(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal[
         cand.validation = {**cand.validation, "probe": {
             "attempts": pr["attempts"], "p": p, "solved": pr.get("solved", []), "failed": pr.get("failed", [])}}
         cand.metadata = {**cand.metadata, "teacher_kind": chain["kind"], "chain_id": chain["chain_id"],
-                         "parent_in_pool": chain.get("head_in_pool", True), "parent_p": head.get("p")}
+                         "parent_in_pool": chain.get("head_in_pool", True), "parent_p": head.get("p"),
+                         **_provenance(chain)}
         if cfg.stepping_stones and p is not None:
             cand.metadata["stone"] = stone_tier(p)
         if p is not None and cfg.keep_min_p <= p <= cfg.keep_max_p:
@@ -356,10 +497,13 @@ def record(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal[
                 new_head = ctx.store.get(rec.item_id) or cand
     else:
         rej = rej or {"stage": "internal", "reason": "no candidate and no rejection"}
+        prov = _provenance(chain)
+        prov.pop("teacher_output", None)  # stored as the envelope's "raw"
         rec = ctx.ledger.reject(slot, rej["stage"], rej["reason"], item=cand, raw=chain.get("raw", ""),
                                 proposal=chain.get("proposal"), family=target_family(chain["family"]),
                                 parent_id=head["id"], direction=chain["direction"], turn=_abs_turn(chain),
-                                teacher=chain.get("teacher", ""), prompt_version=chain.get("prompt_version", ""))
+                                teacher=chain.get("teacher", ""), prompt_version=chain.get("prompt_version", ""),
+                                **prov)
     outcome = Outcome(slot=slot, chain_id=chain["chain_id"], root_id=chain["root_id"], family=chain["family"],
                       turn=chain["turn"], direction=chain["direction"], kind=chain.get("kind", ""),
                       prompt_version=chain.get("prompt_version", ""), status=rec.status,
@@ -368,7 +512,12 @@ def record(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal[
     nxt: dict[str, Any] = {"outcome": outcome}
     if new_head is not None:
         nxt.update(head=new_head.to_dict(), head_summary=chain["probe"], head_in_pool=in_pool,
-                   last_rejection="")
+                   last_rejection="", head_turn=chain["turn"], rejections_in_row=0)
+        said = render_turn_outcome(chain["turn"], summary=chain["probe"], kept=in_pool)
     else:
         nxt["last_rejection"] = f"{rec.stage}: {rec.reason}"
+        nxt["rejections_in_row"] = chain.get("rejections_in_row", 0) + 1
+        said = render_turn_outcome(chain["turn"], stage=rec.stage, reason=rec.reason)
+    nxt["history"] = [*chain.get("history", []), TurnRecord(turn=chain["turn"], raw=chain.get("raw", ""),
+                                                            outcome=said)]
     return Command(update={"outcomes": [outcome]}, goto=Send("route", {**chain, **nxt}))

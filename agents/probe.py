@@ -10,14 +10,22 @@ message, optionally after a system message); any ``score_fn(item, completion_tex
 float`` in [0, 1] (the task-family checkers plug in here); the pass rate ``p`` is the mean
 reward, so partial credit counts proportionally.
 
-What is not covered: scoring runs sequentially in the calling thread after generation (a
-slow checker, such as a sandbox, should parallelise inside ``score_fn``); a reward outside
-[0, 1] is an error, not clipped, because it means the checker is wrong.
+Scoring: with ``score_workers > 0`` (the teacher loop's default) the M attempts are scored
+in a shared thread pool of that size, off the event loop, so one chain's sandboxed checks
+never stall the other chains' requests; ``score_workers=0`` scores in the calling thread
+(the event loop, when called from async code). ``score_fn`` must then be thread-safe (the
+family checkers are: the sandbox runs subprocesses, math-verify runs without signal timeouts).
+
+What is not covered: a reward outside [0, 1] is an error, not clipped, because it means the
+checker is wrong.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -57,6 +65,24 @@ class ProbeResult:
         return sum(1 for r in self.rewards if r >= 1.0)
 
 
+_pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _score_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    with _pools_lock:
+        if workers not in _pools:
+            _pools[workers] = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="teachloop-score")
+        return _pools[workers]
+
+
+def _checked(score_fn: ScoreFn, item: Any, text: str) -> float:
+    r = float(score_fn(item, text))
+    if not 0.0 <= r <= 1.0:
+        raise ValueError(f"score_fn returned {r} for item {item.id}; rewards must lie in [0, 1]")
+    return r
+
+
 async def aprobe(
     items: Sequence[ProbeItem],
     M: int,
@@ -68,8 +94,9 @@ async def aprobe(
     max_tokens: int = 512,
     stop: Sequence[str] | None = None,
     system_prompt: str | None = None,
+    score_workers: int = 0,
 ) -> list[ProbeResult]:
-    """Async ``probe``."""
+    """Async ``probe`` (``score_workers``: see the module docstring)."""
     if M < 1:
         raise ValueError(f"M must be >= 1, got {M}")
     if not items:
@@ -84,12 +111,12 @@ async def aprobe(
     )
     results = []
     for item, completions in zip(items, outputs, strict=True):
-        rewards = []
-        for c in completions:
-            r = float(score_fn(item, c.text))
-            if not 0.0 <= r <= 1.0:
-                raise ValueError(f"score_fn returned {r} for item {item.id}; rewards must lie in [0, 1]")
-            rewards.append(r)
+        if score_workers > 0:
+            loop, pool = asyncio.get_running_loop(), _score_pool(score_workers)
+            rewards = list(await asyncio.gather(*[loop.run_in_executor(pool, _checked, score_fn, item, c.text)
+                                                  for c in completions]))
+        else:
+            rewards = [_checked(score_fn, item, c.text) for c in completions]
         results.append(
             ProbeResult(
                 item_id=item.id,

@@ -68,6 +68,12 @@ class ChainState(TypedDict, total=False):
     direction: str  # easier / harder, for the turn in flight
     last_rejection: str  # why the previous proposal of this chain was rejected ("" if none)
     exhausted: str  # set when no further proposal is possible (procedural end of range)
+    seed: ItemDict  # the frontier head the chain started from (turn 1 writes from it)
+    seed_summary: Summary  # its measured pass rate, shown in the first message
+    head_turn: int  # the chain turn that produced ``head`` (0: the head is still the seed)
+    opening: list[dict[str, str]]  # system prompt + the seed-and-rules message (set at turn 1)
+    history: list[TurnRecord]  # every earlier turn of this chain: proposal and measured outcome
+    rejections_in_row: int  # rejected proposals since the last measured one
     # --- the turn in flight ---------------------------------------------------------------
     slot: str  # "<run_id>/<chain_id>/<turn>": the proposal's exactly-once key
     kind: str  # llm / procedural
@@ -75,11 +81,32 @@ class ChainState(TypedDict, total=False):
     prompt_version: str  # template name@version#hash, or procedural@1
     summary_text: str  # the rendered summary shown to the teacher
     raw: str  # the teacher's raw output (llm)
+    messages: list[dict[str, str]]  # the conversation the teacher answered (llm)
+    usage: Usage  # tokens and latency of the teacher's calls for this proposal
+    protocol: str  # blockwise / single / structured (TeacherLoopConfig.protocol, resolved)
     proposal: dict[str, Any]  # the parsed proposal, in validate_proposal's format
     candidate: ItemDict  # the validated item (not yet probed)
     probe: Summary  # the candidate's measured pass rate
     rejection: Rejection  # set by the stage that rejected the proposal
     outcome: Outcome  # set by record
+
+
+class TurnRecord(TypedDict):
+    """One finished turn of a chain, as the teacher sees it on later turns (METHODS.md §1:
+    the in-context performance summary): its output and what became of it."""
+
+    turn: int
+    raw: str  # the teacher's output (assistant message)
+    outcome: str  # the measured outcome or the rejection reason (user message)
+
+
+class Usage(TypedDict, total=False):
+    """Accounting of one proposal's teacher calls."""
+
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
 
 
 class MeasureTask(TypedDict):

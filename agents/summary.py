@@ -73,3 +73,40 @@ def render_summary(s: Summary, *, direction: str, last_rejection: str = "") -> s
     lines.append(f"Progression rule: the target is a problem the student solves sometimes but not "
                  f"always. Make the new problem {want}.")
     return "\n\n".join(lines)
+
+
+# ------------------------------------------------------------- the multi-turn conversation
+
+
+def render_measured(s: Summary) -> str:
+    """The student's performance without the progression rule (one turn's outcome)."""
+    m, p = s.get("attempts", 0), s.get("p")
+    if not m or p is None or (isinstance(p, float) and math.isnan(p)):
+        return "The student has not attempted this problem yet."
+    lines = [f"The student solved {round(s.get('successes', 0.0))} of {m} attempts (pass rate p = {p:.2f})."]
+    for label, key in (("A solved attempt", "solved"), ("A failed attempt", "failed")):
+        for text in s.get(key, []):
+            lines.append(f"{label}:\n~~~\n{text}\n~~~")
+    if not s.get("recorded", True):
+        lines.append("(The attempts themselves were not recorded.)")
+    return "\n\n".join(lines)
+
+
+def render_turn_outcome(turn: int, *, summary: Summary | None = None, kept: bool = False,
+                        stage: str = "", reason: str = "") -> str:
+    """What became of the teacher's proposal of ``turn``: measured (p over M, solved and
+    failed attempts, kept or not) or rejected (the check that rejected it and why)."""
+    if summary is None:
+        return (f"Result of turn {turn}: your proposal was rejected by the {stage} check: {reason}. "
+                "It does not count; the student never saw it.")
+    where = ("It was kept for the curriculum." if kept
+             else "It was not kept (its pass rate is outside the range used for training).")
+    return f"Result of turn {turn}: {render_measured(summary)}\n\n{where}"
+
+
+def render_rule(direction: str, *, target_min: float, target_max: float) -> str:
+    """The progression rule of the next turn (METHODS.md §1: harder if p > 0.65, easier if p = 0,
+    aiming at the medium band)."""
+    want = {"easier": "EASIER", "harder": "HARDER"}.get(direction, direction.upper())
+    return (f"Progression rule: the target is a problem the student solves sometimes but not always "
+            f"(pass rate between {target_min:.2f} and {target_max:.2f}). Make the new problem {want}.")

@@ -84,7 +84,7 @@ class FormatBlock(NamedTuple):
 # The blocks of each group's format, in order: the output then always has the format and
 # only the contents are sampled. code_exec asks for five inputs, as its template does.
 FORMAT_BLOCKS: dict[str, tuple[FormatBlock, ...]] = {
-    "math": (FormatBlock("<problem>\n", "</problem>", 160, ("\n\n",)),
+    "math": (FormatBlock("<problem>\n", "</problem>", 160),  # no "\n\n" stop: problems have paragraphs
              FormatBlock("\n<program>\n", "</program>", 160),
              FormatBlock("\n<answer>\n", "</answer>", 24, one_line=True)),
     "code_exec": (FormatBlock("<code>\n", "</code>", 256),
@@ -170,6 +170,45 @@ class CodeGenProposal(_Proposal):
 
 
 Proposal = MathProposal | CodeExecProposal | CodeGenProposal
+PROPOSAL_MODELS: dict[str, type[_Proposal]] = {"math": MathProposal, "code_exec": CodeExecProposal,
+                                               "code_gen": CodeGenProposal}
+
+
+def proposal_schema(family: str) -> dict[str, Any]:
+    """The ``response_format`` of the structured protocol (TeacherLoopConfig.protocol): a JSON
+    schema built from the group's pydantic proposal model (OpenAI-compatible servers: vLLM
+    guided decoding, llama.cpp grammars, OpenAI structured outputs)."""
+    model = PROPOSAL_MODELS[group_of(target_family(family)) or ""]
+    schema = model.model_json_schema()
+    schema["additionalProperties"] = False
+    return {"type": "json_schema", "json_schema": {"name": f"{model.__name__}", "schema": schema}}
+
+
+def structured_to_tags(family: str, text: str) -> str | ParseRejection:
+    """A structured (JSON) teacher output rewritten in the tag format, so that the one strict
+    parser (``parse_proposal``) checks it; a rejection when it is not the schema's object."""
+    import json
+
+    try:
+        obj = json.loads(text)
+    except (TypeError, ValueError) as e:
+        return ParseRejection(reason=f"structured output is not JSON: {type(e).__name__}")
+    if not isinstance(obj, dict):
+        return ParseRejection(reason="structured output is not a JSON object")
+    group = group_of(target_family(family))
+    try:
+        p = PROPOSAL_MODELS[group or ""].model_validate(obj)
+    except Exception as e:  # noqa: BLE001 - pydantic's ValidationError, one line
+        return ParseRejection(reason=f"structured output does not fit the schema: {str(e).splitlines()[0]}"[:300])
+    d = p.model_dump()
+    if group == "code_exec":
+        parts = [f"<code>\n{d['code']}\n</code>", *(f"<input>{i}</input>" for i in d["inputs"])]
+        if d["message"]:
+            parts.append(f"<message>\n{d['message']}\n</message>")
+        if d["query"]:
+            parts.append(f"<query>{d['query']}</query>")
+        return "\n".join(parts)
+    return "\n".join(f"<{k}>\n{v}\n</{k}>" for k, v in d.items())
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -403,6 +442,8 @@ def render_item(item: Item, *, max_chars: int = 6000) -> str:
         parts = [f"<code>\n{cap(ck.get('code', ''))}\n</code>"]
         for inp in (ck.get("inputs") or [])[:MAX_INPUTS]:
             parts.append(f"<input>{cap(inp)}</input>")
+        if item.family in ("code.deduction", "code.abduction") and "query" in ck:
+            parts.append(f"<query>{ck['query']}</query>")  # the input the student was asked about
         msg = ck.get("message") or item.metadata.get("hint") or ""
         if msg:
             parts.append(f"<message>\n{cap(msg)}\n</message>")
@@ -420,7 +461,7 @@ def render_item(item: Item, *, max_chars: int = 6000) -> str:
 # ----------------------------------------------------------------------------- templates
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
-FILL_SLOTS = ("current", "summary", "direction")  # filled per proposal
+FILL_SLOTS = ("current", "summary", "direction", "outcome", "rule", "target")  # filled per proposal
 STATIC_SLOTS = ("rules", "format")  # filled when the template is loaded
 
 
@@ -524,6 +565,16 @@ class PromptLibrary:
         """(chat messages, prompt version) asking for a ``direction`` rewrite of ``item``."""
         tpl = self.template(target_family(item.family), kind)
         return tpl.render(current=render_item(item), summary=summary, direction=direction), tpl.version
+
+    def follow_up(self, family: str, direction: str, *, outcome: str, rule: str, target: str
+                  ) -> tuple[str, str]:
+        """(user message, prompt version) of a later turn of a chain's conversation
+        (agents/conversation.py): the newest outcome, the progression rule, the request to
+        rewrite ``target`` ``direction``."""
+        tpl = self.template(target_family(family), direction)
+        msgs = tpl.render(outcome=outcome, rule=rule, target=target, direction=direction,
+                          current="", summary="")
+        return msgs[-1]["content"].strip(), tpl.version
 
     def prefill(self, item: Item, kind: str) -> str:
         """The template's answer prefix (assistant prefill), "" when it has none."""

@@ -14,6 +14,11 @@ model shared by all of them):
   easier (seeds at ``--easier-level``: level 0 has no easier variant) and forced harder (seeds
   at ``--start-level``), everything kept: share of valid proposals (not rejected before
   probing) and the mean measured pass rate of children vs. their parents per direction.
+* ``throughput``: proposals per minute of ``--chains`` chains (``--throughput-family`` seeds,
+  sandbox-scored) with teacher AND student behind the loopback llama.cpp server, student
+  attempts scored in the event loop (``teacher.score_workers=0``, the code before issue 14)
+  vs in a thread pool (``score_workers=8``), alternated ``--reps`` times in this process:
+  medians and their ratio.
 * ``yield``: single-turn (1 turn x T chains per seed) vs multi-turn (T turns x 1 chain) on the
   same seeds and the same proposal budget, for the procedural and the llm teacher.
 
@@ -130,6 +135,9 @@ def main() -> None:
     ap.add_argument("--teacher-temperature", type=float, default=0.3)
     ap.add_argument("--yield-kinds", default="procedural,llm")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--chains", type=int, default=8, help="throughput: chains (one seed each)")
+    ap.add_argument("--throughput-family", default="code.deduction")
+    ap.add_argument("--reps", type=int, default=2, help="throughput: runs per setting (alternated)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here too")
     ap.add_argument("--verbose", action="store_true", help="print each run's report")
@@ -192,6 +200,41 @@ def main() -> None:
                 print(f"  top rejection reasons:\n{top_reasons(res)}")
                 numbers["server"] = {"proposals": res.proposals, "accepted": res.accepted,
                                      "rejected": res.rejected, "visits": res.visits, "wall_s": res.wall_s}
+            finally:
+                server.stop()
+
+    # ------------------------------------------------------------------ throughput, loopback server
+    if "throughput" in only:
+        from server_utils import llama_cpp_server_available, start_llama_cpp_server
+
+        from teachloop.agents.embedded import embedded_gguf_path
+
+        if not llama_cpp_server_available():
+            print("\n[throughput] skipped: llama-cpp-python[server] not installed")
+        else:
+            server = start_llama_cpp_server(embedded_gguf_path(), root / "tp-server")
+            try:
+                ends = {"base_url": server.base_url, "max_concurrency": 8}
+                rates: dict[int, list[float]] = {0: [], 8: []}
+                for r in range(args.reps):
+                    for workers in (0, 8):
+                        teacher, student = OpenAIBackend(**ends), OpenAIBackend(**ends)
+                        teacher.check()
+                        student.check()
+                        res = run_generate(root / f"tp-{workers}-{r}",
+                                           [*common, "teacher.kind=llm", f"teacher.max_turns={T}",
+                                            "teacher.in_band=harder", f"teacher.score_workers={workers}"],
+                                           student, teacher, families=[args.throughput_family],
+                                           seeds=args.chains, level=None, seed=r, verbose=args.verbose)
+                        rates[workers].append(res.proposals / res.wall_s * 60)
+                        print(f"  rep {r} score_workers={workers}: {res.proposals} proposals in "
+                              f"{res.wall_s:.1f} s = {rates[workers][-1]:.2f} per minute")
+                before, after = statistics.median(rates[0]), statistics.median(rates[8])
+                print(f"\n[throughput] {args.chains} chains of {args.throughput_family}, {T} turns, M={M}, "
+                      f"teacher and student on the loopback llama.cpp server: median proposals/min "
+                      f"scored in the event loop {before:.2f}, in a thread pool {after:.2f} "
+                      f"(ratio {after / before:.2f}x)")
+                numbers["throughput"] = {"inline": rates[0], "threads": rates[8], "ratio": after / before}
             finally:
                 server.stop()
 

@@ -15,8 +15,12 @@ It loads with ``load_dataset("parquet", data_files="OUT/data/*.parquet", split="
 by repo id after ``--push-to-hub``.
 
 Columns: every ``teachloop.curriculum.items.Item`` field under its own name, one row per item, plus
-``chain_depth`` (= ``turn``: rewrites between the item and its seed) and ``n_children``
-(variants of the item in the whole pool, before filters). ``checker``, ``validation`` and
+``chain_depth`` (= ``turn``: rewrites between the item and its seed), ``n_children``
+(variants of the item in the whole pool, before filters), the teacher's provenance
+(``teacher_messages``: the conversation it answered, JSON; ``teacher_output``: its raw output;
+both empty for seeds and the procedural teacher) and ``status``/``reason``: with
+``--include-rejected`` the rejected proposals are rows too (their candidate item when one was
+built, else id ``rejected-<rid>`` with an empty prompt). ``checker``, ``validation`` and
 ``metadata`` are dicts whose shape differs between task families, which one Arrow schema
 cannot hold, so they are stored as JSON strings (``json.loads`` them back); every other
 column keeps its native type, with nulls where the pool has none (``p``, ``difficulty`` and
@@ -63,7 +67,12 @@ COLUMN_ORDER = ("id", *(f for f in ITEM_FIELDS if f != "id"))  # id first, then 
 EXTRA_COLUMNS = {
     "chain_depth": "rewrites between this item and its seed (= turn)",
     "n_children": "easier/harder variants of this item in the whole pool (before filters)",
+    "teacher_messages": "JSON string: the teacher's conversation, a list of {role, content}",
+    "teacher_output": "the teacher's raw output for this proposal",
+    "status": "accepted (in the pool) or rejected (--include-rejected)",
+    "reason": "why a proposal was rejected, '<stage>: <reason>' (empty when accepted)",
 }
+PROVENANCE_KEYS = ("teacher_messages", "teacher_output")  # moved out of metadata into columns
 PLOTS = {"pass_rate": "pass_rate.png", "by_direction": "pass_rate_by_direction.png",
          "difficulty": "difficulty.png"}
 # Written by teachloop/generate.py (its CONFIG_FILE / RUN_FILE); named here so that
@@ -94,7 +103,8 @@ def _column_dtypes() -> dict[str, str]:
             tp = next(a for a in typing.get_args(tp) if a is not type(None))
         tp = typing.get_origin(tp) or tp
         out[name] = {str: "string", int: "int64", float: "float64", dict: "string"}[tp]
-    out.update(chain_depth="int64", n_children="int64")
+    out.update(chain_depth="int64", n_children="int64", teacher_messages="string",
+               teacher_output="string", status="string", reason="string")
     return out
 
 
@@ -107,14 +117,46 @@ def column_docs() -> dict[str, str]:
     return docs
 
 
-def _row(item: Item, n_children: int) -> dict[str, Any]:
+def _row(item: Item, n_children: int, *, status: str = "accepted", reason: str = "",
+         teacher_messages: list[dict[str, str]] | None = None, teacher_output: str = "") -> dict[str, Any]:
     src = item.to_dict()
     d = {k: src[k] for k in COLUMN_ORDER}
+    meta = dict(d["metadata"])
+    messages = meta.pop("teacher_messages", None) or teacher_messages or []
+    output = meta.pop("teacher_output", None) or teacher_output
+    d["metadata"] = meta
     for k in JSON_COLUMNS:
         d[k] = json.dumps(d[k], sort_keys=True, ensure_ascii=False)
     d["chain_depth"] = item.turn
     d["n_children"] = n_children
+    d["teacher_messages"] = json.dumps(messages, ensure_ascii=False)
+    d["teacher_output"] = output or ""
+    d["status"], d["reason"] = status, reason
     return d
+
+
+def _rejected_row(r: dict[str, Any]) -> dict[str, Any]:
+    """A rejected proposal as a row: its candidate item when one was built, else the columns
+    the rejections table has (id ``rejected-<rid>``, empty prompt)."""
+    try:
+        env = json.loads(r.get("proposal") or "{}")
+    except (TypeError, ValueError):
+        env = {}
+    env = env if isinstance(env, dict) else {}
+    item = None
+    if isinstance(env.get("item"), dict):
+        try:
+            item = Item.from_dict(env["item"])
+        except (TypeError, ValueError):
+            item = None
+    if item is None:
+        direction = r.get("direction") if r.get("direction") in DIRECTIONS else "seed"
+        item = Item(family=r["family"], prompt="", id=f"rejected-{r['rid']}", parent_id=r.get("parent_id"),
+                    direction=direction, turn=r.get("turn") or 0, teacher=r.get("teacher") or "",
+                    prompt_version=r.get("prompt_version") or "", created_at=r["created_at"],
+                    updated_at=r["created_at"])
+    return _row(item, 0, status="rejected", reason=f"{r['stage']}: {r['reason']}",
+                teacher_messages=env.get("teacher_messages"), teacher_output=env.get("raw", ""))
 
 
 # ---------------------------------------------------------------------------- checks
@@ -435,6 +477,7 @@ def export(
     measured_only: bool = False,
     push_to_hub: str | None = None,
     console: Console | None = None,
+    include_rejected: bool = False,
 ) -> ExportResult:
     """Export the pool of ``run_dir`` as a dataset folder (see the module docstring)."""
     console = console or Console(quiet=True)
@@ -488,6 +531,8 @@ def export(
     n_children = Counter(it.parent_id for it in everything if it.parent_id is not None)
     del everything
     rows = [_row(it, n_children[it.id]) for it in items]
+    if include_rejected:  # the rejected proposals too, oldest first (status, reason columns)
+        rows += [_rejected_row(r) for r in sorted(rejections, key=lambda r: r["rid"])]
     # ---------------------------------------------------------------- write
     _clean_stale_tmp(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -505,7 +550,9 @@ def export(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     files = sorted(p for p in out.rglob("*") if p.is_file())
-    console.print(f"[bold]export[/] {len(rows)} of {pool_size} items -> {out}")
+    console.print(f"[bold]export[/] {len(items)} of {pool_size} items"
+                  + (f" and {len(rows) - len(items)} rejected proposals" if include_rejected else "")
+                  + f" -> {out}")
     result = ExportResult(out=out, n_rows=len(rows), files=files, card=out / CARD,
                           columns=list(_column_dtypes()), filters=filters)
     # ---------------------------------------------------------------- push
@@ -553,6 +600,9 @@ def export_command(
     push_to_hub: Annotated[Optional[str], typer.Option(
         "--push-to-hub", help="also upload the folder to this Hugging Face dataset repo "
         "(namespace/name; needs network and a token)")] = None,
+    include_rejected: Annotated[bool, typer.Option(
+        "--include-rejected", help="also write the rejected proposals (status and reason "
+        "columns say which and why)")] = False,
 ) -> None:
     """Export the pool as a Hugging Face dataset (parquet or jsonl) with a dataset card."""
     console = Console()
@@ -560,5 +610,5 @@ def export_command(
         min_difficulty, max_difficulty)
     result = export(run_dir, fmt=fmt, out=out, families=family, direction=direction,
                     difficulty=band, measured_only=measured_only, push_to_hub=push_to_hub,
-                    console=console)
+                    console=console, include_rejected=include_rejected)
     render_result(result, console)

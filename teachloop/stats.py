@@ -23,6 +23,35 @@ class PoolSummary:
     rejections: dict[tuple[str, str], int]
     histogram: list[int] = field(default_factory=list)  # 10 bins over p in [0, 1]
     mean_p: float | None = None
+    teacher: dict[str, float] = field(default_factory=dict)  # token and latency totals (teacher_usage)
+
+
+USAGE_KEYS = ("proposals", "calls", "prompt_tokens", "completion_tokens", "latency_s")
+
+
+def teacher_totals(store: PoolStore) -> dict[str, float]:
+    """Totals of the llm teacher's accounting over every proposal in the pool: accepted items
+    (``metadata["teacher_usage"]``) and rejections (the envelope's ``teacher_usage``)."""
+    import json
+
+    tot = dict.fromkeys(USAGE_KEYS, 0.0)
+
+    def add(u: Any) -> None:
+        if isinstance(u, dict) and u:
+            tot["proposals"] += 1
+            for k in USAGE_KEYS[1:]:
+                tot[k] += float(u.get(k, 0) or 0)
+
+    for it in store.query():
+        add(it.metadata.get("teacher_usage"))
+    for r in store.rejections():
+        try:
+            env = json.loads(r.get("proposal") or "{}")
+        except ValueError:
+            continue
+        if isinstance(env, dict):
+            add(env.get("teacher_usage") or (env.get("item") or {}).get("metadata", {}).get("teacher_usage"))
+    return tot
 
 
 def histogram(values: list[float], bins: int = 10) -> list[int]:
@@ -45,6 +74,7 @@ def pool_summary(store: PoolStore) -> PoolSummary:
         rejections=store.rejection_counts(),
         histogram=histogram(ps),
         mean_p=sum(ps) / len(ps) if ps else None,
+        teacher=teacher_totals(store),
     )
 
 
@@ -71,6 +101,13 @@ def render_summary(s: PoolSummary, console: Console) -> None:
             _count_table("by turn", s.by_turn),
         )
         console.print(grid)
+    u = s.teacher
+    if u.get("proposals"):
+        n = u["proposals"]
+        console.print(f"[bold]teacher[/] {n:.0f} llm proposals: {u['prompt_tokens']:.0f} prompt + "
+                      f"{u['completion_tokens']:.0f} completion tokens in {u['calls']:.0f} calls, "
+                      f"{u['latency_s']:.1f} s (mean {u['completion_tokens'] / n:.0f} completion "
+                      f"tokens, {u['latency_s'] / n:.2f} s per proposal)", highlight=False)
     if s.rejections:
         t = Table(title="rejections", title_justify="left", box=None)
         t.add_column("stage")

@@ -137,3 +137,67 @@ def start_llama_cpp_server(
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"llama_cpp.server not healthy after {startup_timeout_s:.0f} s:\n{server.log_tail()}")
+
+
+class RecordingServer:
+    """A small real HTTP server on 127.0.0.1 speaking the OpenAI chat-completions protocol
+    (``GET /v1/models``, ``POST /v1/chat/completions``) that records every request body and
+    answers each from ``respond(body) -> (status, text)``: real HTTP for what the llama.cpp
+    server cannot show (failures on chosen requests, the exact fields a client sends). Errors
+    come back as ``{"error": {...}}`` with the given status. Use as a context manager."""
+
+    def __init__(self, respond, model: str = "recording") -> None:
+        import http.server
+        import threading
+
+        self.respond, self.model, self.bodies = respond, model, []
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client went away
+                    pass
+
+            def do_GET(self):
+                self._send(200, {"object": "list", "data": [{"id": outer.model, "object": "model"}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+                with outer._lock:
+                    outer.bodies.append(body)
+                status, text = outer.respond(body)
+                if status != 200:
+                    self._send(status, {"error": {"message": f"recording server: {text}", "code": status}})
+                    return
+                self._send(200, {
+                    "id": "x", "object": "chat.completion", "created": 0, "model": outer.model,
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": 11, "completion_tokens": max(1, len(text) // 4),
+                              "total_tokens": 11 + max(1, len(text) // 4)}})
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> RecordingServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

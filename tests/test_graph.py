@@ -32,6 +32,7 @@ from teachloop.agents.ledger import Ledger, recorded_slots, slot_of_rejection
 from teachloop.agents.nodes import decide, progression
 from teachloop.agents.state import LoopContext
 from teachloop.agents.teacher import PromptLibrary
+from teachloop.curriculum.items import Item
 from teachloop.curriculum.pool import open_pool
 from teachloop.evals.families import get_family
 
@@ -88,9 +89,19 @@ def test_progression_rule_and_routing():
     cfg = TeacherLoopConfig(max_turns=3)
     assert progression(0.0, cfg) == "easier" and progression(0.7, cfg) == "harder"
     assert progression(0.5, cfg) is None and progression(0.65, cfg) is None  # harder only above 0.65
+    assert progression(0.35, cfg) is None and progression(0.2, cfg) == "easier"  # towards the band
     chain = {"turn": 0, "head_summary": {"p": 0.0}}
     assert decide(chain, cfg) == ("easier", "")
-    assert decide({**chain, "head_summary": {"p": 0.4}}, cfg) == (None, "target reached")
+    # turn 1 always writes from the seed, even one already in the medium band
+    assert decide({**chain, "head_summary": {"p": 0.4}}, cfg) == ("harder", "")
+    # after turn 1 a measured variant in the band ends the chain; a rejected turn 1 does not
+    measured = {**chain, "turn": 1, "head_turn": 1, "head_summary": {"p": 0.4}}
+    assert decide(measured, cfg) == (None, "target reached")
+    assert decide({**measured, "head_turn": 0}, cfg) == ("harder", "")
+    assert decide({**measured, "head_summary": {"p": 0.2}}, cfg) == ("easier", "")
+    assert decide({**measured, "rejections_in_row": 3}, cfg) == (None, "repeated rejections")
+    assert decide({**measured, "rejections_in_row": 3}, cfg.replace(max_rejections_in_row=0))[1] != \
+        "repeated rejections"
     assert decide({**chain, "head_summary": {"p": 0.4}}, cfg.replace(in_band="harder")) == ("harder", "")
     assert decide({**chain, "turn": 3}, cfg) == (None, "max_turns")
     assert decide({**chain, "exhausted": "end of knob range"}, cfg) == (None, "end of knob range")
@@ -228,12 +239,33 @@ def test_llm_loop_every_node_every_stage_counts_add_up(tmp_path):
         assert it.metadata["slot"].startswith("r1/") and it.parent_id and it.root_id
         assert 0.01 <= it.p <= 0.97
     assert all(r["prompt_version"].startswith("math/") for r in store.rejections())
-    # turn 1 shows the seed ("first" template); later turns the teacher's own newest problem
-    users = [[m for m in p if m["role"] == "user"][-1]["content"] for p in teacher.prompts]
-    firsts = [u for u in users if "Here is a seed problem" in u]
-    later = [u for u in users if "you wrote last time" in u]
-    assert len(firsts) >= 4 and later
-    assert any("Your previous proposal was rejected" in u for u in users)
+    # one conversation per chain: turn t = system, seed and rules, then t-1 pairs of (the
+    # teacher's own proposal, its measured outcome or rejection), then the progression rule
+    convs = [p[:-1] for p in teacher.prompts if p[-1]["content"] == "<problem>\n"]
+    assert len(convs) == 12
+    by_len = Counter(sum(m["role"] == "assistant" for m in c) for c in convs)
+    assert by_len == {0: 4, 1: 4, 2: 4}, by_len  # 4 chains x turns 1, 2, 3
+    for c in convs:
+        assert [m["role"] for m in c[:2]] == ["system", "user"] and "Here is a seed problem" in c[1]["content"]
+        pairs = c[2:]
+        assert [m["role"] for m in pairs] == ["assistant", "user"] * (len(pairs) // 2)
+        for k in range(0, len(pairs), 2):
+            assert "<problem>" in pairs[k]["content"] or "format" in pairs[k]["content"]  # the raw output
+            assert f"Result of turn {k // 2 + 1}:" in pairs[k + 1]["content"]
+        if pairs:
+            assert "Progression rule" in pairs[-1]["content"] and "Rewrite" in pairs[-1]["content"]
+    outcomes = " | ".join(m["content"] for c in convs for m in c if m["role"] == "user")
+    assert "rejected by the parse check" in outcomes and "pass rate p = " in outcomes
+    # every item and rejection keeps the messages its proposal answered and the raw output
+    for it in store.query():
+        if it.direction != "seed":
+            assert it.metadata["teacher_output"].startswith("<problem>")
+            assert it.metadata["teacher_messages"][0]["role"] == "system"
+            assert it.metadata["teacher_usage"]["calls"] == 3  # one call per block
+    for r in store.rejections():
+        env = json.loads(r["proposal"])
+        msgs = env.get("teacher_messages") or env["item"]["metadata"]["teacher_messages"]
+        assert msgs[1]["role"] == "user" and len(msgs) % 2 == 0
     # guided decoding by blocks: the loop writes each opening tag and the teacher continues
     prefixes = [p[-1]["content"] for p in teacher.prompts]
     assert all(p[-1]["role"] == "assistant" for p in teacher.prompts)
@@ -242,6 +274,202 @@ def test_llm_loop_every_node_every_stage_counts_add_up(tmp_path):
     assert any(x.endswith("</program>\n<answer>\n") for x in prefixes)
     # seeds were measured once, with M attempts
     assert all(it.attempts == 4 for it in store.query(direction="seed"))
+    # token totals over every proposal (teachloop pool stats): up to 3 block calls each
+    from teachloop.stats import pool_summary
+
+    tot = pool_summary(store).teacher
+    assert tot["proposals"] == 12 and 12 < tot["calls"] <= 36 and tot["prompt_tokens"] == 100 * tot["calls"]
+    assert tot["completion_tokens"] > 12 and tot["latency_s"] > 0
+
+
+def test_export_keeps_each_turns_conversation(tmp_path):
+    """ACCEPTANCE (issue 14): every exported proposal of turn t >= 2, accepted or rejected, has
+    its chain's t - 1 earlier proposals as assistant messages, each followed by a user
+    message with its measured outcome or rejection."""
+    from teachloop.export import export
+
+    store = open_pool(tmp_path)
+    store.insert_many(get_family("math.word").seeds(3, seed=0))
+    script = [math_proposal("12 + 30 * 2"), "no format", math_proposal("3 + 9 * 3 - 1"),
+              math_proposal("4 + 4"), math_proposal("2 * 3 + 4 * 5 - 6")]
+    cfg = TeacherLoopConfig(kind="llm", max_turns=3, attempts=4, in_band="harder", families=["math.word"])
+    state = run(make_ctx(store, cfg, teacher=ScriptedTeacher(script)))
+    store.close()
+    res = export(tmp_path, fmt="jsonl", out=tmp_path / "e", include_rejected=True)
+    rows = [json.loads(line) for line in (res.out / "data" / "train.jsonl").read_text().splitlines()]
+    proposals = [r for r in rows if r["direction"] != "seed" or r["status"] == "rejected"]
+    assert len(proposals) == len(state["outcomes"]) == 9
+    assert {r["status"] for r in proposals} == {"accepted", "rejected"}
+    turns = Counter()
+    for r in proposals:
+        msgs = json.loads(r["teacher_messages"])
+        t = r["turn"]  # seeds are at turn 0, so the item's turn is the chain turn here
+        turns[t] += 1
+        assistants = [k for k, m in enumerate(msgs) if m["role"] == "assistant"]
+        assert len(assistants) == t - 1, (t, [m["role"] for m in msgs])
+        for j, k in enumerate(assistants):
+            assert msgs[k + 1]["role"] == "user" and f"Result of turn {j + 1}:" in msgs[k + 1]["content"]
+        assert r["teacher_output"] and (r["status"] == "accepted") == (r["reason"] == "")
+    assert turns == {1: 3, 2: 3, 3: 3}
+
+
+def test_failed_requests_are_recorded_rejections_and_chains_go_on(tmp_path):
+    """Failure isolation (issue 14): real HTTP servers on loopback that answer 500 to chosen
+    requests. A teacher request that fails after its retries, and a student probe that does,
+    become rejections at stage ``backend``; the chains play on and the run ends normally."""
+    from server_utils import RecordingServer
+
+    from teachloop.agents.backends import OpenAIBackend, OpenAIBackendConfig
+    from loop_helpers import arithmetic_answer
+
+    exprs = iter(["12 + 30 * 2", "7 + 8 * 7 + 1", "3 + 9 * 3 - 1", "2 * 3 + 4 * 5", "9 * 9 - 3 * 3",
+                  "6 + 5 * 4", "8 * 2 + 3 * 3"])
+
+    def teacher_says(body):
+        if sum(m["role"] == "assistant" for m in body["messages"]) == 1:
+            return 500, "turn 2 always fails"  # every chain's second proposal
+        return 200, math_proposal(next(exprs))
+
+    def student_says(body):
+        prompt = body["messages"][-1]["content"]
+        if "7 + 8 * 7 + 1" in prompt:
+            return 503, "this probe fails"
+        got = arithmetic_answer(prompt)
+        return 200, f"\\boxed{{{got[0] if got else 0}}}"
+
+    store = open_pool(tmp_path)
+    store.insert_many(get_family("math.word").seeds(2, seed=0))
+    cfg = TeacherLoopConfig(kind="llm", max_turns=3, attempts=2, in_band="harder", families=["math.word"],
+                            blockwise=False, prefill=False)
+    with RecordingServer(teacher_says) as ts, RecordingServer(student_says) as ss:
+        fast = dict(model="recording", max_retries=1, timeout_s=10)
+        teacher = OpenAIBackend(OpenAIBackendConfig(base_url=ts.base_url, **fast))
+        student = OpenAIBackend(OpenAIBackendConfig(base_url=ss.base_url, **fast))
+        state = run(make_ctx(store, cfg, teacher=teacher, student=student))
+        assert teacher.retries >= 2 and student.retries >= 1  # the SDK did retry before giving up
+    assert_counts_add_up(state, store, "r1")
+    outs = state["outcomes"]
+    assert len(outs) == 6  # 2 chains x 3 turns: nothing died
+    backend = [o for o in outs if o["stage"] == "backend"]
+    assert {o["turn"] for o in backend if "teacher request failed" in o["reason"]} == {2}
+    assert sum("student request failed" in o["reason"] for o in backend) == 1
+    assert all(o["status"] == "accepted" or o["stage"] in ("backend", "band") for o in outs)
+    assert all("failed after 2 attempts" in o["reason"] for o in backend)  # 1 try + 1 retry
+    assert {"Error code: 500", "Error code: 503"} <= {m for o in backend for m in
+                                                      ("Error code: 500", "Error code: 503") if m in o["reason"]}
+    rows = [r for r in store.rejections() if r["stage"] == "backend"]
+    assert len(rows) == len(backend)
+    assert all(json.loads(r["proposal"]).get("teacher_messages") for r in rows if "teacher" in r["reason"])
+
+
+def _endpoint_run(tmp_path, respond, **loop):
+    """The loop with its teacher behind a RecordingServer; returns (state, request bodies, store)."""
+    from server_utils import RecordingServer
+
+    from teachloop.agents.backends import OpenAIBackend, OpenAIBackendConfig
+
+    store = open_pool(tmp_path)
+    store.insert_many(get_family("math.word").seeds(2, seed=0))
+    reasoning = loop.pop("reasoning", False)  # the endpoint's profile (teacher.model.reasoning)
+    cfg = TeacherLoopConfig(kind="llm", max_turns=2, attempts=2, in_band="harder", families=["math.word"], **loop)
+    with RecordingServer(respond) as srv:
+        teacher = OpenAIBackend(OpenAIBackendConfig(base_url=srv.base_url, model="recording", max_retries=0,
+                                                    reasoning=reasoning, extra_body={"top_k": 20}))
+        state = run(make_ctx(store, cfg, teacher=teacher))
+    assert_counts_add_up(state, store, "r1")
+    return state, srv.bodies, store
+
+
+def test_blockwise_sends_at_most_four_stop_strings_and_keeps_paragraphs(tmp_path):
+    """What a real HTTP endpoint receives (issue 14): never more than 4 stop strings (OpenAI's
+    limit), and a math problem with a blank line is not cut at it."""
+    answer = ("What is 2 + 3 * 4?\n\nGive the number only.\n</problem>\n<program>\nprint(2 + 3 * 4)\n"
+              "</program>\n<answer>\n14\n</answer>")
+
+    def respond(body):  # a model continuing the prefilled answer (the server ignores stops)
+        prefix = body["messages"][-1]["content"]
+        assert body["messages"][-1]["role"] == "assistant" and body.get("continue_final_message")
+        full = "<problem>\n" + answer
+        return 200, full[len(prefix):] if full.startswith(prefix) else full
+
+    state, bodies, store = _endpoint_run(tmp_path, respond, protocol="blockwise")
+    assert bodies and max(len(b.get("stop", [])) for b in bodies) <= 4
+    assert all("\n\n" not in b.get("stop", []) for b in bodies)
+    assert all(b["max_tokens"] >= 1 and "temperature" in b and b["top_k"] == 20 for b in bodies)
+    kept = [it for it in store.query() if it.direction != "seed"] + [
+        Item.from_dict(json.loads(r["proposal"])["item"]) for r in store.rejections()
+        if "item" in json.loads(r["proposal"])]
+    assert kept and all("Give the number only." in it.prompt for it in kept), [it.prompt for it in kept]
+
+
+def test_structured_protocol_and_reasoning_endpoint(tmp_path):
+    """protocol=structured: one request per proposal with a JSON-schema response_format from
+    the pydantic proposal model, no stop strings, no prefill; a reasoning endpoint gets
+    max_completion_tokens and no sampling parameters; extra_body reaches the server."""
+    exprs = iter(["12 + 30 * 2", "3 + 9 * 3 - 1", "2 * 3 + 4 * 5", "9 * 9 - 3 * 3"])
+
+    def respond(body):
+        e = next(exprs)
+        return 200, json.dumps({"problem": f"What is {e}?", "program": f"print({e})",
+                                "answer": str(eval(e))})  # noqa: S307 - test literals
+
+    state, bodies, store = _endpoint_run(tmp_path, respond, protocol="structured", reasoning=True)
+    assert len(bodies) == len(state["outcomes"]) == 4
+    for b in bodies:
+        schema = b["response_format"]["json_schema"]["schema"]
+        assert b["response_format"]["type"] == "json_schema"
+        assert set(schema["required"]) == {"problem", "program", "answer"}
+        assert "stop" not in b and b["messages"][-1]["role"] == "user" and "JSON object" in b["messages"][-1]["content"]
+        assert b["max_completion_tokens"] > 0 and not {"max_tokens", "temperature", "top_p"} & set(b)
+        assert b["top_k"] == 20
+    # every JSON answer went through the one strict parser and was probed (accepted or judged by p)
+    assert all(o["status"] == "accepted" or o["stage"] == "band" for o in state["outcomes"]), state["outcomes"]
+    it = next(it for it in store.query() if it.direction != "seed")
+    assert json.loads(it.metadata["teacher_output"])["problem"] in it.prompt
+
+
+def test_probe_scores_attempts_off_the_event_loop():
+    """score_workers > 0: the M attempts are scored in worker threads (the event loop stays
+    free for other chains), with the same rewards in the same order as inline scoring."""
+    import threading
+
+    from teachloop.agents.probe import aprobe
+
+    item = get_family("math.word").seeds(1, seed=0)[0]
+    fam = get_family("math.word")
+    seen: list[str] = []
+
+    def score(it, text):
+        seen.append(threading.current_thread().name)
+        return fam.score(it, text)
+
+    async def go(workers):
+        seen.clear()
+        loop_thread = threading.current_thread().name
+        res = (await aprobe([item], 8, ArithmeticStudent(), score, score_workers=workers))[0]
+        return res.rewards, set(seen), loop_thread
+
+    inline, names0, loop0 = asyncio.run(go(0))
+    threaded, names8, loop8 = asyncio.run(go(8))
+    assert inline == threaded and len(inline) == 8
+    assert names0 == {loop0} and loop8 not in names8 and all(n.startswith("teachloop-score") for n in names8)
+
+
+def test_context_budget_drops_the_oldest_middle_turns():
+    from teachloop.agents.conversation import build_conversation, estimate_tokens
+
+    opening = [{"role": "system", "content": "s"}, {"role": "user", "content": "seed " * 50}]
+    history = [{"turn": k, "raw": f"proposal {k} " + "x" * 400, "outcome": f"Result of turn {k}: p = 0.{k}"}
+               for k in range(1, 6)]
+    full, dropped = build_conversation(opening, history, "RULE", budget=0)
+    assert dropped == 0 and len(full) == 2 + 2 * 5 and full[-1]["content"].endswith("RULE")
+    cut, dropped = build_conversation(opening, history, "RULE", budget=estimate_tokens(full) - 150)
+    assert dropped == 2 and len(cut) == 2 + 2 * 3
+    assert cut[2]["content"].startswith("proposal 3") and cut[-1]["content"].endswith("RULE")
+    assert "turns 1 to 2 are left out" in cut[1]["content"]
+    assert estimate_tokens(cut) <= estimate_tokens(full) - 150
+    tiny, dropped = build_conversation(opening, history, "RULE", budget=1)  # never the newest pair
+    assert dropped == 4 and tiny[2]["content"].startswith("proposal 5")
 
 
 def test_one_shot_prefill_path_when_blockwise_is_off(tmp_path):

@@ -314,14 +314,25 @@ def test_mutated_valid_outputs_never_raise(valid, pos, cut, insert):
                                     "code.induction", "code.generation"])
 @pytest.mark.parametrize("kind", ["first", "easier", "harder"])
 def test_every_template_renders_with_a_version(family, kind):
+    """``first`` opens a chain's conversation (seed, rules, format); ``easier``/``harder`` are
+    the later user messages: the newest outcome, the progression rule, the request."""
     lib = PromptLibrary()
     item = get_family(family).seeds(1)[0]
-    msgs, version = lib.render(item, kind, summary="SUMMARY-TEXT", direction="easier")
-    user = msgs[-1]["content"]
-    assert msgs[0]["role"] == "system" and msgs[-1]["role"] == "user"
-    assert "{{" not in user and "SUMMARY-TEXT" in user
-    assert version.startswith(f"{group_of(family)}/{kind}@") and "#" in version
-    assert "<" + ("problem" if group_of(family) == "math" else "code" if group_of(family) == "code_exec" else "prompt") in user
+    tag = "<" + ("problem" if group_of(family) == "math" else "code" if group_of(family) == "code_exec" else "prompt")
+    if kind == "first":
+        msgs, version = lib.render(item, kind, summary="SUMMARY-TEXT", direction="easier")
+        user = msgs[-1]["content"]
+        assert msgs[0]["role"] == "system" and msgs[-1]["role"] == "user"
+        assert "SUMMARY-TEXT" in user
+    else:
+        user, version = lib.follow_up(family, kind, outcome="OUTCOME-TEXT", rule="RULE-TEXT",
+                                      target="your problem of turn 1")
+        assert user.index("OUTCOME-TEXT") < user.index("RULE-TEXT") < user.index("your problem of turn 1")
+        assert kind.upper() in user
+    assert "{{" not in user and tag in user
+    assert version.startswith(f"{group_of(family)}/{kind}@3#")
+    if family in ("code.deduction", "code.abduction"):  # which input the student is asked
+        assert kind != "first" or "FIRST <input>" in user
 
 
 def test_render_item_round_trips_through_the_parser():
@@ -339,7 +350,7 @@ def test_version_changes_with_the_text(tmp_path):
     text = (files("teachloop.prompts") / "math" / "easier.md").read_text()
     (tmp_path / "math" / "easier.md").write_text(text.replace("EASIER", "MUCH EASIER"))
     assert PromptLibrary(tmp_path).template("math.word", "easier").version != base
-    (tmp_path / "math" / "easier.md").write_text(text.replace("{{summary}}", "{{summry}}"))
+    (tmp_path / "math" / "easier.md").write_text(text.replace("{{outcome}}", "{{outcme}}"))
     with pytest.raises(PromptError, match="unknown placeholders"):
         PromptLibrary(tmp_path).template("math.word", "easier")
 
@@ -347,5 +358,7 @@ def test_version_changes_with_the_text(tmp_path):
 def test_inserted_text_is_not_rescanned():
     lib = PromptLibrary()
     item = get_family("math.word").seeds(1)[0]
-    msgs, _ = lib.render(item, "easier", summary="the student wrote {{direction}}", direction="easier")
+    msgs, _ = lib.render(item, "first", summary="the student wrote {{direction}}", direction="easier")
     assert "the student wrote {{direction}}" in msgs[-1]["content"]
+    user, _ = lib.follow_up("math.word", "easier", outcome="it wrote {{rule}}", rule="R", target="T")
+    assert "it wrote {{rule}}" in user
