@@ -194,7 +194,16 @@ def main(
         vcrl_config=vcrl, adacurl_config=adacurl, reward_weights=[1.0, 0.2],
     )
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    kwargs.update(extra_args or {})
+    extra = dict(extra_args or {})
+    for key in ("vcrl_config", "adacurl_config"):  # --arg / train.args add to, not replace, these
+        if isinstance(extra.get(key), str):
+            try:
+                extra[key] = json.loads(extra[key])
+            except ValueError:
+                pass  # CurriculumGRPOConfig says what is wrong with it
+        if isinstance(extra.get(key), dict) and isinstance(kwargs.get(key), dict):
+            extra[key] = {**kwargs[key], **extra[key]}
+    kwargs.update(extra)
     try:
         args = CurriculumGRPOConfig(**kwargs)
     except (TypeError, ValueError) as e:

@@ -349,8 +349,8 @@ def test_vcrl_refills_dropped_groups_with_on_policy_rerolls(tmp_path, model_path
 
 
 def test_adacurl_merge_reaches_next_batch_and_resets_reference(tmp_path, model_path):
-    """K=3 buckets of one item each; accuracy always 1 => cs 0.5 >= 1/3 at step 0 (merge B_1),
-    then cs = 1/3 + 0.5*(2/3) = 2/3 at step 1 (merge B_2). A positional reward keeps the
+    """K=3 buckets of one item each, reward buffer M=4 (one group); accuracy always 1 => cs
+    0.5 >= 1/3 at step 0 (merge B_1), then cs = 1/3 + 0.5*(2/3) = 2/3 at step 1 (merge B_2). A positional reward keeps the
     groups informative, so the policy moves and the reset at step 1 is visible."""
     store = open_pool(tmp_path)
     items = _items(3, seed=5)
@@ -362,7 +362,8 @@ def test_adacurl_merge_reaches_next_batch_and_resets_reference(tmp_path, model_p
     jitter = _positional([0.0, 0.1, 0.2, 0.3])
     trainer = CurriculumGRPOTrainer(
         model_path, args=_args(tmp_path / "out", "adacurl", max_steps=2, per_device_train_batch_size=8,
-                               learning_rate=1e-4, beta=0.1, accuracy_reward="scripted_accuracy"),
+                               learning_rate=1e-4, beta=0.1, accuracy_reward="scripted_accuracy",
+                               adacurl_config={"num_buckets": 3, "window": 4}),
         data=PoolData.from_pool(store), reward_funcs=[always, jitter])
     assert trainer.scheduler.buckets == [[a], [b], [c]]
     initial = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}

@@ -60,7 +60,8 @@ class CurriculumGRPOConfig(GRPOConfig):
                 "unset keys keep the METHODS.md §2 defaults"})
     adacurl_config: dict | str | None = field(default=None, metadata={
         "help": "keyword arguments of teachloop.curriculum.adacurl.AdaCuRLConfig (num_buckets, gamma, "
-                "window, min_samples, cs_floor, format_steps, fine_low, fine_high, ...); a dict "
+                "window (M, the reward buffer: 512), cs_floor, format_steps, fine_low, fine_high, "
+                "...); a dict "
                 "or a JSON string; unset keys keep the METHODS.md §3 defaults"})
     accuracy_reward: str = field(default="correctness_reward", metadata={
         "help": "name of the reward function whose values are the binary accuracy that VCRL's "
