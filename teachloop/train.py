@@ -223,6 +223,11 @@ def main(
     console.print(f"[bold]train[/] mode {mode}, {len(data)} items, model {Path(model).name}, "
                   f"G={num_generations}, batch {batch_size}, {max_completion_length} tokens, "
                   f"beta {beta}; out {out_dir}")
+    if args.vcrl_keeps is not None:
+        from teachloop.curriculum.vcrl import describe_keeps
+
+        console.print(f"[bold]vcrl[/] {describe_keeps(args.vcrl_keeps)}", highlight=False)
+    (out_dir / "training_args.json").write_text(args.to_json_string())  # the run's config dump
     if trainer.scheduler is not None:
         sizes = [len(b) for b in trainer.scheduler.buckets]
         console.print(f"[bold]adacurl[/] buckets (easy → hard) {sizes}; starting with bucket 0")

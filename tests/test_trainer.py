@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import trl  # noqa: E402
 from trl import GRPOTrainer  # noqa: E402
 from trl.trainer.callbacks import SyncRefModelCallback  # noqa: E402
-from trl.trainer.utils import get_callable_name  # noqa: E402
+from trl.trainer.utils import get_callable_name, shuffle_sequence_dict, split_tensor_dict  # noqa: E402
 
 from teachloop.curriculum.items import Item  # noqa: E402
 from teachloop.curriculum.pool import open_pool  # noqa: E402
@@ -36,8 +36,10 @@ from teachloop.training.data import ItemSampler, PoolData  # noqa: E402
 from teachloop.training.rewards import make_correctness_reward, make_format_reward  # noqa: E402
 from teachloop.training.trainer import (  # noqa: E402
     CURRICULUM_STATE_FILE,
+    KL_WEIGHT_KEY,
     SPLICE_KEYS,
     CurriculumGRPOTrainer,
+    kl_weights,
     mask_groups,
     splice_groups,
 )
@@ -64,10 +66,12 @@ def test_trl_internals_we_extend_keep_their_shape():
         GRPOTrainer._prepare_inputs)
     gen_src = inspect.getsource(GRPOTrainer._generate_and_score_completions)
     assert "self._calculate_rewards(inputs, prompts, completions, completion_ids_list)" in gen_src
-    # sparse KL masks through completion_mask, which TRL's loss multiplies into the KL term
+    # sparse KL weights the KL term through the one product with self.beta in TRL's loss
     loss_src = inspect.getsource(GRPOTrainer._compute_loss)
     assert 'mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]' in loss_src
     assert "per_token_loss = per_token_loss + self.beta * per_token_kl" in loss_src
+    assert loss_src.count("self.beta *") == 1 and loss_src.count("* self.beta") == 0
+    assert "return self._compute_loss(model, inputs)" in inspect.getsource(GRPOTrainer.compute_loss)
     # every text-only key TRL can put in the batch dict is one the VCRL splice knows
     import re
     keys = set(re.findall(r'output\["(\w+)"\]', gen_src)) | set(
@@ -105,6 +109,30 @@ def test_config_validates_curriculum_fields(tmp_path):
         _cfg(tmp_path, multi_objective_aggregation="normalize_then_sum")
     with pytest.raises(ValueError, match="scale_rewards"):
         _cfg(tmp_path, scale_rewards="batch")
+
+
+def test_config_reports_what_kappa_keeps_at_this_group_size(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="teachloop.training.config"):
+        c = _cfg(tmp_path, curriculum_mode="vcrl", num_generations=4)
+    assert "κ 0.8 (steps 20..) keeps k = 2..2 of G = 4" in caplog.text  # the start-up log line
+    dumped = json.loads(c.to_json_string())["vcrl_keeps"]  # and the config dump
+    assert (dumped["warmup"]["k_min"], dumped["warmup"]["k_max"]) == (1, 3)
+    assert (dumped["after"]["k_min"], dumped["after"]["k_max"]) == (2, 2)
+    c8 = _cfg(tmp_path, curriculum_mode="vcrl+adacurl", num_generations=8,
+              per_device_train_batch_size=8, beta=0.04)
+    assert (c8.vcrl_keeps["after"]["k_min"], c8.vcrl_keeps["after"]["k_max"]) == (3, 5)
+    assert _cfg(tmp_path, curriculum_mode="adacurl").vcrl_keeps is None
+    from teachloop.curriculum import vcrl
+
+    real = vcrl.kept_counts
+    vcrl.kept_counts = lambda kappa, G: None if kappa > 0.5 else real(kappa, G)  # as if κ kept none
+    try:
+        with pytest.raises(ValueError, match=r"^vcrl κ=0.8 keeps no group of G=4 .*lower κ$"):
+            _cfg(tmp_path, curriculum_mode="vcrl")
+    finally:
+        vcrl.kept_counts = real
 
 
 # ===================================================================== rewards
@@ -391,53 +419,122 @@ def test_adacurl_merge_reaches_next_batch_and_resets_reference(tmp_path, model_p
     assert logs[-1]["adacurl/n_active"] == 3.0
 
 
-def test_sparse_kl_masking_removes_all_equal_groups_from_the_loss(tmp_path, model_path):
-    """TRL's loss for a batch with one all-equal group (advantage 0) and one informative group:
-    unmasked, the all-equal group's KL term moves the loss and gets gradient; masked, the loss
-    equals the informative group's alone and the all-equal rows get no gradient."""
+def test_kl_weights_rows_and_travel_with_trl_shuffle_and_split():
+    assert kl_weights([1], 3, 2, 0, 6).tolist() == [1, 1, 0, 0, 1, 1]
+    assert kl_weights([0, 2], 3, 2, 2, 4).tolist() == [1, 1, 0, 0]  # this process: rows 2..5
+    # TRL shuffles and splits the generation batch by row: the weight must follow its row
+    b = {"advantages": torch.arange(6.0), KL_WEIGHT_KEY: torch.arange(6.0) * 10,
+         "num_items_in_batch": torch.tensor(6)}
+    for part in split_tensor_dict(shuffle_sequence_dict(b), 3):
+        assert torch.equal(part[KL_WEIGHT_KEY], part["advantages"] * 10)
+
+
+def _loss_batch(trainer, G=2, T=6):
+    tok = trainer.processing_class
+    prompt = tok(["What is 2+2?"] * (2 * G), return_tensors="pt")
+    comp_ids = torch.tensor(tok(["The answer is four, since two plus two is four."] * (2 * G))["input_ids"])[:, :T]
+    assert comp_ids.shape == (2 * G, T)
+    return {
+        "prompt_ids": prompt["input_ids"], "prompt_mask": prompt["attention_mask"],
+        "completion_ids": comp_ids, "completion_mask": torch.ones_like(comp_ids),
+        "advantages": torch.tensor([0.0, 0.0, 1.0, -0.5]),  # group 0: all equal; group 1: not
+        "ref_per_token_logps": torch.full(comp_ids.shape, -1.0),
+        "num_items_in_batch": torch.tensor(2 * G * T),
+    }
+
+
+def _loss(trainer, batch, trl=False):
+    trainer.model.zero_grad()
+    b = {k: v.clone() for k, v in batch.items()}
+    f = GRPOTrainer.compute_loss if trl else type(trainer).compute_loss
+    loss = f(trainer, trainer.model, b)
+    loss.backward()
+    return loss.item()
+
+
+def test_sparse_kl_beta0_equals_trl_loss(tmp_path, model_path):
+    """beta = 0: the curriculum's loss on a batch carrying KL weights is TRL's loss on the
+    same batch, bit for bit; the previous completion-mask approach changed it (the all-equal
+    group left TRL's normaliser)."""
+    build_pool(tmp_path, n=3)
+    store = open_pool(tmp_path, create=False)
+    trainer = CurriculumGRPOTrainer(model_path, args=_args(tmp_path / "out", "adacurl", beta=0.0),
+                                    data=PoolData.from_pool(store))
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop; we call the loss directly
+    batch = _loss_batch(trainer)
+    del batch["ref_per_token_logps"]  # no reference model at beta = 0
+    trl_loss = _loss(trainer, batch, trl=True)
+    ours = _loss(trainer, {**batch, KL_WEIGHT_KEY: torch.tensor([0.0, 0.0, 1.0, 1.0])})
+    print(f"\nbeta=0: TRL loss {trl_loss!r}, curriculum loss {ours!r}")
+    assert ours == trl_loss
+    old = {k: v.clone() for k, v in batch.items()}
+    mask_groups(old, [0], 2, 0, trainer.accelerator)
+    assert _loss(trainer, old) != pytest.approx(trl_loss, rel=1e-3)  # what the old masking did
+
+
+def test_sparse_kl_drops_only_the_kl_of_all_equal_groups(tmp_path, model_path):
+    """beta > 0, group 0 all equal (weight 0): the loss equals TRL's loss with group 0's
+    reference set to the policy itself (KL exactly 0, same normaliser, same policy term), and
+    no longer depends on group 0's reference."""
     build_pool(tmp_path, n=3)
     store = open_pool(tmp_path, create=False)
     trainer = CurriculumGRPOTrainer(model_path, args=_args(tmp_path / "out", "adacurl", beta=0.5),
                                     data=PoolData.from_pool(store))
-    tok = trainer.processing_class
-    G, T = 2, 6
-    prompt = tok(["What is 2+2?"] * (2 * G), return_tensors="pt")
-    comp_ids = torch.tensor(tok(["The answer is four, since two plus two is four."] * (2 * G))["input_ids"])[:, :T]
-    assert comp_ids.shape == (2 * G, T)
-    batch = {
-        "prompt_ids": prompt["input_ids"], "prompt_mask": prompt["attention_mask"],
-        "completion_ids": comp_ids, "completion_mask": torch.ones_like(comp_ids),
-        "advantages": torch.tensor([0.0, 0.0, 1.0, -1.0]),  # group 0: all equal; group 1: not
-        "ref_per_token_logps": torch.full(comp_ids.shape, -1.0),
-        "num_items_in_batch": torch.tensor(2 * G * T),
-    }
     trainer.model.train()
-    trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop; we call the loss directly
-
-    def loss_and_grads(b):
-        trainer.model.zero_grad()
-        loss = trainer._compute_loss(trainer.model, {k: v.clone() for k, v in b.items()})
-        loss.backward()
-        g = [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
-        return loss.item(), g
-
+    trainer.current_gradient_accumulation_steps = 1
+    G = 2
+    batch = _loss_batch(trainer, G=G)
+    w = torch.tensor([0.0, 0.0, 1.0, 1.0])
     other_ref = dict(batch, ref_per_token_logps=batch["ref_per_token_logps"].clone())
     other_ref["ref_per_token_logps"][:G] = -5.0  # change only the all-equal group's reference
-    l1, _ = loss_and_grads(batch)
-    l2, _ = loss_and_grads(other_ref)
-    assert abs(l1 - l2) > 1e-3  # unmasked: the zero-advantage group still contributes (KL)
+    full = _loss(trainer, batch, trl=True)
+    assert abs(full - _loss(trainer, other_ref, trl=True)) > 1e-3  # TRL: group 0's KL counts
+    sparse = _loss(trainer, {**batch, KL_WEIGHT_KEY: w})
+    assert sparse == pytest.approx(_loss(trainer, {**other_ref, KL_WEIGHT_KEY: w}), abs=1e-7)
+    # TRL's loss with group 0's KL made exactly 0 (reference = the policy's own log-probs)
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    att = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    with torch.no_grad():
+        logps = trainer._get_per_token_logps_and_entropies(
+            trainer.model, ids, att, batch["completion_ids"].shape[1])[0]
+    self_ref = dict(batch, ref_per_token_logps=batch["ref_per_token_logps"].clone())
+    self_ref["ref_per_token_logps"][:G] = logps[:G]
+    expected = _loss(trainer, self_ref, trl=True)
+    print(f"\nbeta=0.5: TRL loss {full!r}, sparse-KL loss {sparse!r}, TRL with group 0's KL "
+          f"zeroed {expected!r}")
+    assert sparse == pytest.approx(expected, abs=1e-6) and abs(sparse - full) > 1e-3
+    assert trainer.beta == 0.5  # restored after the call
 
-    masked = {k: v.clone() for k, v in batch.items()}
-    mask_groups(masked, [0], G, 0, trainer.accelerator)
-    masked_other = dict(masked, ref_per_token_logps=other_ref["ref_per_token_logps"])
-    m1, g1 = loss_and_grads(masked)
-    m2, g2 = loss_and_grads(masked_other)
-    assert m1 == pytest.approx(m2, abs=1e-7)  # masked: nothing of group 0 is left
-    assert all(torch.allclose(x, y) for x, y in zip(g1, g2))
-    informative_only = {k: (v[G:] if v.dim() else G * T) for k, v in batch.items()}
-    informative_only["num_items_in_batch"] = torch.tensor(G * T)
-    alone, _ = loss_and_grads(informative_only)
-    assert m1 == pytest.approx(alone, rel=1e-5)
+
+def test_sparse_kl_weights_reach_the_batch_from_accuracy(tmp_path, model_path):
+    """In a real step, a group whose accuracy is all equal gets KL weight 0 even when its
+    format reward varies; its completion mask and the batch's token count are TRL's."""
+    items = build_pool(tmp_path, n=3)
+    store = open_pool(tmp_path, create=False)
+    flat = functools.update_wrapper(functools.partial(scripted_accuracy, pattern={
+        it.id: [0.0] for it in items}), scripted_accuracy)
+    trainer = CurriculumGRPOTrainer(
+        model_path, args=_args(tmp_path / "out", "adacurl", max_steps=1,
+                               accuracy_reward="scripted_accuracy"),
+        data=PoolData.from_pool(store), reward_funcs=[flat, _positional([0.0, 1.0])])
+    batches = []
+    real = trainer._generate_and_score_completions
+
+    def keep(inputs):
+        out = real(inputs)
+        batches.append({k: (v.clone() if torch.is_tensor(v) else v) for k, v in out.items()})
+        return out
+
+    trainer._generate_and_score_completions = keep
+    trainer.train()
+    out = batches[0]
+    assert out[KL_WEIGHT_KEY].tolist() == [0.0] * 4
+    assert out["advantages"].abs().sum() > 0  # the format reward still trains the group
+    assert out["num_items_in_batch"] == out["completion_mask"].sum() > 0
+    vcrl = CurriculumGRPOTrainer(model_path, args=_args(tmp_path / "o2", "vcrl", beta=0.04),
+                                 data=PoolData.from_pool(store))
+    assert not vcrl.uses_sparse_kl  # AdaCuRL modes only
 
 
 def test_resume_restores_scheduler_kappa_and_bank_exactly(tmp_path, model_path):

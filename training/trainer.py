@@ -3,13 +3,20 @@
 A thin adapter (DESIGN.md "Trainer"): the curriculum decisions live in ``curriculum/``
 (``vcrl.py``, ``adacurl.py``: pure Python, tested without torch); this module only feeds
 them rewards and applies their decisions to TRL's batch. TRL is pinned (``trl>=1.16,<1.17``)
-and four methods are extended, each calling TRL's own, none copied:
+and five methods are extended, each calling TRL's own, none copied:
 
 =====================================  ==============================================================
 ``_calculate_rewards``                 keeps the gathered per-function rewards of the batch just scored
 ``_generate_and_score_completions``    binds items to the rows before generation (see
-                                       ``training/data.py`` on read-ahead), then applies VCRL,
-                                       AdaCuRL and sparse KL to the scored batch
+                                       ``training/data.py`` on read-ahead), then applies VCRL
+                                       and AdaCuRL to the scored batch and adds the per-row
+                                       sparse-KL weight ``kl_weight`` to TRL's batch dict (TRL's
+                                       shuffle and split carry it with its row)
+``compute_loss``                       sparse KL: for one call ``self.beta`` becomes a
+                                       :class:`RowBeta`, so TRL's single product
+                                       ``self.beta * per_token_kl`` reads ``beta · w[row] · KL``;
+                                       the policy term, masks and normaliser are TRL's own (a
+                                       count of the products catches a TRL change)
 ``_save_checkpoint``                   writes ``curriculum_state.json`` beside TRL's checkpoint
 ``_load_optimizer_and_scheduler``      reads it back on resume (TRL restores its entropy
                                        controller the same way)
@@ -32,10 +39,12 @@ Per generation batch (training only; evaluation is TRL's, untouched):
    ``AdaCuRLScheduler.observe``; at a merge, π_ref ← π_θ with TRL's
    ``SyncRefModelCallback.sync_target_model(..., alpha=1)``. The very next draw is made
    over the enlarged active set.
-5. **Sparse KL**: a group whose total rewards are all equal has zero advantage, so its
-   policy term vanishes, but TRL still adds ``beta * KL`` for its tokens. Zeroing its
-   ``completion_mask`` (as TRL's own ``mask_truncated_completions`` does for truncated
-   completions) removes it from the loss, KL included; ``num_items_in_batch`` is recounted.
+5. **Sparse KL** (AdaCuRL modes with beta > 0): a group whose *accuracy* rewards are all
+   equal gets KL weight 0 on its rows; only its KL term goes (``compute_loss`` above). Its
+   policy term (zero when every reward is equal, the format reward can still move it) and
+   its tokens in TRL's loss normaliser stay, so the effective learning rate is the same as
+   plain GRPO's. ``tests/test_trainer.py`` checks that with beta = 0 the loss is TRL's, bit
+   for bit, and that with beta > 0 it equals TRL's loss with that group's KL made zero.
 
 Where this departs from the papers or from TRL:
 
@@ -80,7 +89,8 @@ from teachloop.training.rewards import make_correctness_reward, make_format_rewa
 # uses the old names, so every run printed four FutureWarnings the user can do nothing about.
 warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)
 
-__all__ = ["CURRICULUM_STATE_FILE", "CurriculumGRPOTrainer", "SPLICE_KEYS"]
+__all__ = ["CURRICULUM_STATE_FILE", "KL_WEIGHT_KEY", "CurriculumGRPOTrainer", "RowBeta", "SPLICE_KEYS",
+           "kl_weights"]
 
 CURRICULUM_STATE_FILE = "curriculum_state.json"
 
@@ -265,17 +275,49 @@ class CurriculumGRPOTrainer(GRPOTrainer):
                           "adacurl/n_active": float(self.scheduler.n_active),
                           "adacurl/merges": float(len(self.scheduler.merges))})
 
-        # ---- sparse KL: all-equal groups leave the loss, KL term included
-        if self.args.sparse_kl:
-            masked.update(g for g, t in enumerate(tot) if not _varies(t))
-        if masked:
+        if masked:  # VCRL drops the bank could not refill leave the loss
             mask_groups(out, sorted(masked), G, start, self.accelerator)
+        # ---- sparse KL: no KL term for groups whose accuracy rewards are all equal
+        if self.uses_sparse_kl:
+            no_kl = [g for g, a in enumerate(acc) if not _varies(a)]
+            out[KL_WEIGHT_KEY] = kl_weights(no_kl, n_groups, G, start, len(inputs),
+                                            out["advantages"].device)
+            extra["adacurl/kl_groups_frac"] = 1.0 - len(no_kl) / n_groups
         informative = sum(_varies(a) for g, a in enumerate(acc) if g not in masked) / n_groups
         extra["curriculum/masked_groups"] = float(len(masked))
         self._generations += 1
         self._log_step(ids, informative, informative_rolled,
                        overhead + time.perf_counter() - t0, extra, drawn=drawn)
         return out
+
+    @property
+    def uses_sparse_kl(self) -> bool:
+        """AdaCuRL's sparse KL is on: an AdaCuRL mode, ``sparse_kl`` and a KL term (beta ≠ 0)."""
+        return self.args.uses_adacurl and self.args.sparse_kl and self.beta != 0.0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """TRL's loss, with the KL term of each row weighted by ``inputs[KL_WEIGHT_KEY]``.
+
+        TRL 1.16 adds the KL term as ``per_token_loss + self.beta * per_token_kl`` (the only
+        product with ``self.beta`` in ``_compute_loss``). For this call ``self.beta`` is a
+        :class:`RowBeta`, whose product is ``beta · w[row] · per_token_kl``; everything else
+        (policy term, masks, normaliser, metrics) is TRL's own. Rows without a weight (TRL's
+        evaluation batches) get TRL's loss unchanged.
+        """
+        w = inputs.get(KL_WEIGHT_KEY) if isinstance(inputs, dict) else None
+        if w is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = {k: v for k, v in inputs.items() if k != KL_WEIGHT_KEY}
+        beta, row_beta = self.beta, RowBeta(self.beta, w)
+        self.beta = row_beta
+        try:
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            self.beta = beta
+        if beta != 0.0 and row_beta.applied != 1:
+            raise RuntimeError("TRL's loss no longer adds its KL term as `self.beta * per_token_kl` "
+                               "once per call; re-check CurriculumGRPOTrainer.compute_loss")
+        return loss
 
     # --- pieces --------------------------------------------------------------------
     def _split_rewards(self, rewards_per_func: torch.Tensor | None, n_groups: int
@@ -473,6 +515,52 @@ def mask_groups(out: dict[str, Any], groups: Sequence[int], G: int, start: int, 
                 cm[r - start] = 0
     loss_mask = cm * out["tool_mask"] if "tool_mask" in out else cm
     out["num_items_in_batch"] = accelerator.gather(loss_mask.sum()).sum()
+
+
+KL_WEIGHT_KEY = "kl_weight"  # per-row KL weight the curriculum adds to TRL's batch dict
+
+
+class RowBeta:
+    """``beta`` with a per-row weight: ``RowBeta(beta, w) * t == beta * w[:, None] * t``.
+
+    Stands in for ``GRPOTrainer.beta`` during one loss call (:meth:`CurriculumGRPOTrainer.
+    compute_loss`): TRL compares it with 0.0 (``!=`` answers as ``beta`` would) and
+    multiplies it into ``per_token_kl`` of shape (rows, tokens). ``applied`` counts the
+    products, so a TRL change that stops using it is noticed.
+    """
+
+    def __init__(self, beta: float, weight: torch.Tensor) -> None:
+        self.beta = float(beta)
+        self.weight = weight
+        self.applied = 0
+
+    def __eq__(self, other: object) -> bool:
+        return self.beta == other
+
+    def __ne__(self, other: object) -> bool:
+        return self.beta != other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __float__(self) -> float:
+        return self.beta
+
+    def __mul__(self, t: torch.Tensor) -> torch.Tensor:
+        self.applied += 1
+        w = self.weight.to(device=t.device, dtype=t.dtype)
+        return self.beta * (w.reshape(-1, *([1] * (t.dim() - 1))) * t)
+
+    __rmul__ = __mul__
+
+
+def kl_weights(no_kl_groups: Sequence[int], n_groups: int, G: int, start: int, local: int,
+               device: Any = None) -> torch.Tensor:
+    """This process's rows (global rows ``start .. start+local−1``) of the per-row KL weight:
+    0 for the rows of ``no_kl_groups`` (global group indices), 1 elsewhere."""
+    w = torch.ones(n_groups * G)
+    for g in no_kl_groups:
+        w[g * G:(g + 1) * G] = 0.0
+    return w[start:start + local].to(device)
 
 
 def informative_fraction(group_rewards: Sequence[Sequence[float]]) -> float:
