@@ -231,7 +231,8 @@ def _probe(cfg: Any, store: PoolStore, backends: Backends, console: Console) -> 
             part = todo[i:i + chunk]
             results = probe(part, M, backend, score, temperature=cfg.student.temperature,
                             max_tokens=cfg.student.max_tokens)
-            store.record_many([(r.item_id, r.attempts, sum(r.rewards)) for r in results])
+            store.record_many([(r.item_id, r.attempts, sum(r.rewards)) for r in results],
+                              policy=student_model_path(cfg) or "embedded")
             bar.advance(task, len(part))
     return len(todo)
 

@@ -291,7 +291,7 @@ def _args(out, mode, **kw) -> CurriculumGRPOConfig:
 def test_each_mode_trains_and_logs_informative_fraction(tmp_path, model_path, mode):
     items = build_pool(tmp_path)
     store = open_pool(tmp_path, create=False)
-    before = {it.id: it.attempts for it in store.query()}
+    probes = {it.id: (it.attempts, it.difficulty) for it in store.query()}
     trainer = CurriculumGRPOTrainer(model_path, args=_args(tmp_path / "out", mode),
                                     data=PoolData.from_pool(store))
     trainer.train()
@@ -309,10 +309,11 @@ def test_each_mode_trains_and_logs_informative_fraction(tmp_path, model_path, mo
         # the first draw came from bucket 0 only
         assert set(trainer.history[0]["drawn"]) <= set(trainer.scheduler.buckets[0])
         assert {it.bucket for it in store.query()} >= {0, 1, 2}  # buckets written to the pool
-    # every rolled-out completion is in the pool's stats
+    # every rolled-out completion is in the pool's training stats; probe stats never move
     rolled = sum(4 * (1 + h.get("vcrl/refilled", 0)) for h in trainer.history)
-    after = {it.id: it.attempts for it in store.query()}
-    assert sum(after.values()) - sum(before.values()) == rolled
+    after = store.query()
+    assert sum(it.train_attempts for it in after) == rolled
+    assert {it.id: (it.attempts, it.difficulty) for it in after} == probes
     assert len(items) == len(after)
 
 

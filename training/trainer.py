@@ -29,8 +29,9 @@ Per generation batch (training only; evaluation is TRL's, untouched):
 
 1. **Bind** (curriculum modes): draw ``generation_batch_size / G`` item ids from the active
    set (every item, or AdaCuRL's merged buckets) and build the rows; TRL generates and scores.
-2. **Pool stats**: ``(id, G, successes)`` per rolled-out group, written to the pool in one
-   transaction, in every mode including ``grpo``, so the teacher sees the trainer's rollouts.
+2. **Pool stats**: ``(id, G, successes)`` per rolled-out group, written to the pool's
+   *training* stats in one transaction, in every mode including ``grpo``. They never move
+   an item's difficulty: difficulty and buckets read the probe stats only (METHODS.md §3).
 3. **VCRL** (arXiv 2509.19803): groups with variance score ``p < κ`` (on the accuracy reward)
    are dropped; the memory bank names refill items, which are **re-rolled on-policy** by a
    second call of TRL's generation + scoring and spliced into the dropped groups' rows, so
