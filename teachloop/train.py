@@ -86,7 +86,11 @@ def make_callback(console: Console, out: Path, max_steps: int):
         def on_log(self, args, state, control, logs=None, **kw):
             if not state.is_world_process_zero or not logs:
                 return
-            rec = {"step": state.global_step, **logs}
+            # the end-of-training summary is not a step: keyed apart, so each step's record is
+            # the only one with its "step" (a resumed run that has nothing left to train
+            # writes only a summary)
+            key = "summary_at_step" if "train_runtime" in logs else "step"
+            rec = {key: state.global_step, **logs}
             with open(out / LOG_FILE, "a") as f:
                 f.write(json.dumps(rec, default=float) + "\n")
             if "curriculum/informative_frac" in logs:
@@ -160,9 +164,9 @@ def main(
     out_dir = Path(out) if out is not None else run_dir / f"train-{mode.replace('+', '-')}"
     last_ckpt = None
     if resume:
-        from transformers.trainer_utils import get_last_checkpoint
+        from teachloop.training.trainer import last_complete_checkpoint
 
-        last_ckpt = get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None
+        last_ckpt = last_complete_checkpoint(out_dir)  # skips one a kill left half written
         if last_ckpt is None:
             raise UserError(f"--resume: no checkpoint in {out_dir} (train with --save-steps N)")
         _truncate_log(out_dir / LOG_FILE, int(Path(last_ckpt).name.rsplit("-", 1)[1]))

@@ -623,3 +623,65 @@ def test_ten_steps_each_mode(tmp_path, model_path, mode):
     assert [x["step"] for x in logs] == list(range(1, 11))
     print(f"\n{mode}: {time.monotonic() - t0:.0f} s; informative per step "
           f"{[round(x['curriculum/informative_frac'], 2) for x in logs]}")
+
+
+_KILL_DRIVER = r"""
+import os, signal, sys
+from teachloop.training.trainer import CurriculumGRPOTrainer
+from trl import GRPOTrainer
+pool, point, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if point == "after_log":  # step 2 logged and its stats in the pool, no checkpoint yet
+    real = CurriculumGRPOTrainer._save_checkpoint
+    def save(self, model, trial):
+        if self.state.global_step == 2: die()
+        return real(self, model, trial)
+    CurriculumGRPOTrainer._save_checkpoint = save
+elif point == "mid_save":  # checkpoint-2 half written: model saved, no trainer_state.json
+    real = GRPOTrainer._save_optimizer_and_scheduler
+    def save(self, out):
+        if self.state.global_step == 2: die()
+        return real(self, out)
+    GRPOTrainer._save_optimizer_and_scheduler = save
+elif point == "after_save":  # checkpoint-2 complete, checkpoint-1 rotated away
+    real = CurriculumGRPOTrainer._save_checkpoint
+    def save(self, model, trial):
+        real(self, model, trial)
+        if self.state.global_step == 2: die()
+    CurriculumGRPOTrainer._save_checkpoint = save
+from teachloop.train import main
+main(pool, mode="adacurl", max_steps=3, num_generations=4, batch_size=4, max_completion_length=8,
+     save_steps=1, save_final=False, resume=resume, extra_args={"save_total_limit": 1})
+"""
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("point", ["after_log", "mid_save", "after_save"])
+def test_kill_9_at_any_point_of_a_step_then_resume_counts_each_step_once(tmp_path, point):
+    """kill -9 during step 2 (after its log line, in the middle of its checkpoint, right after
+    it), then --resume: the training log, the pool's training stats and the curriculum state
+    each hold steps 1..3 exactly once."""
+    import subprocess
+    import sys
+
+    build_pool(tmp_path, n=6)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    run = [sys.executable, "-c", _KILL_DRIVER, str(tmp_path), point]
+    first = subprocess.run(run + ["0"], env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == -9, first.stderr[-2000:]
+    out = tmp_path / "train-adacurl"
+    steps_before = [json.loads(x).get("step") for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert 2 in steps_before  # step 2 was logged before the kill
+    second = subprocess.run(run[:-1] + ["none", "1"], env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert second.returncode == 0, second.stderr[-2000:]
+    recs = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if "step" in r] == [1, 2, 3]
+    store = open_pool(tmp_path, create=False)
+    assert sum(it.train_attempts for it in store.query()) == 3 * 4  # 3 steps x one group of G=4
+    state = json.loads((out / "checkpoint-3" / CURRICULUM_STATE_FILE).read_text())
+    assert state["adacurl"]["last_step"] == 2 and state["sampler"]["draws"] == 3
+    assert state["generations"] == 3

@@ -56,8 +56,12 @@ Where this departs from the papers or from TRL:
 - The pass over the active set is uniform (AdaCuRL samples D_c uniformly); Re-AdaCuRL
   (re-estimate and re-bucket after a pass) is available in ``curriculum/adacurl.py`` but the
   trainer does not trigger it.
-- Pool stats are written when a batch is scored, at most once per (output dir, step, call):
-  steps re-run after a resume from a checkpoint are not counted again in the pool.
+- Exactly once across a kill -9 at any point of a step: pool training stats are written
+  when a batch is scored, at most once per (output dir, step, call), so steps re-run after a
+  resume are not counted again (the first run's rollouts of a re-run step are the ones
+  counted); the curriculum state lives in the checkpoint, written before transformers'
+  files, and :func:`last_complete_checkpoint` skips a checkpoint a kill cut short;
+  ``teachloop train --resume`` truncates ``train_log.jsonl`` to the checkpoint's step.
 
 Not covered: VCRL with several training processes (the config refuses it); multimodal
 batches (the splice refuses unknown keys); PEFT with AdaCuRL's reference reset (TRL has no
@@ -91,7 +95,7 @@ from teachloop.training.rewards import make_correctness_reward, make_format_rewa
 warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)
 
 __all__ = ["CURRICULUM_STATE_FILE", "KL_WEIGHT_KEY", "CurriculumGRPOTrainer", "RowBeta", "SPLICE_KEYS",
-           "kl_weights"]
+           "kl_weights", "last_complete_checkpoint"]
 
 CURRICULUM_STATE_FILE = "curriculum_state.json"
 
@@ -415,14 +419,18 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         self._write_buckets()
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+        # Written first: TRL/transformers write trainer_state.json near the end and then delete
+        # older checkpoints, so a checkpoint with a readable trainer_state.json also holds the
+        # curriculum state (see last_complete_checkpoint), whatever the moment of a kill.
         if self.args.should_save:
             folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             path = os.path.join(self._get_output_dir(trial=trial), folder, CURRICULUM_STATE_FILE)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = path + ".tmp"
             with open(tmp, "w") as f:
                 json.dump(self.curriculum_state_dict(), f)
             os.replace(tmp, path)
+        super()._save_checkpoint(model, trial)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -434,6 +442,33 @@ class CurriculumGRPOTrainer(GRPOTrainer):
                              "CurriculumGRPOTrainer, so the curriculum cannot resume from it")
         with open(path) as f:
             self.load_curriculum_state_dict(json.load(f))
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike[str]) -> str | None:
+    """The newest ``checkpoint-N`` in ``output_dir`` that a kill did not cut short: its
+    ``trainer_state.json`` (written last by transformers) and ``curriculum_state.json``
+    (written first, above) both parse. ``transformers.trainer_utils.get_last_checkpoint``
+    returns the newest folder even when a kill -9 left it half written."""
+    from transformers.trainer import TRAINER_STATE_NAME
+
+    root = os.fspath(output_dir)
+    if not os.path.isdir(root):
+        return None
+    steps = []
+    for name in os.listdir(root):
+        head, _, n = name.rpartition("-")
+        if head == PREFIX_CHECKPOINT_DIR and n.isdigit():
+            steps.append(int(n))
+    for n in sorted(steps, reverse=True):
+        ckpt = os.path.join(root, f"{PREFIX_CHECKPOINT_DIR}-{n}")
+        try:
+            for name in (TRAINER_STATE_NAME, CURRICULUM_STATE_FILE):
+                with open(os.path.join(ckpt, name)) as f:
+                    json.load(f)
+        except (OSError, ValueError):
+            continue
+        return ckpt
+    return None
 
 
 def _completion_text(c: Any) -> str:
