@@ -41,6 +41,15 @@ Where teachloop departs from, or fills gaps in, the paper:
 - **Coarse sampling**: quotas by largest remainder; a bin with too few items gives its
   shortfall to the others in proportion to their ratios.
 
+- **Coarse stage** (``coarse_size``): the paper rolls out 5 fresh attempts per item; here
+  the bins read the probe stats, scaled to 5 when the probe made M ≠ 5 attempts
+  (:func:`coarse_correct`), and the fine difficulty comes from the same probe stats
+  instead of N = 100 further rollouts.
+- **Re-AdaCuRL** (``re_passes``): "after a full pass" is read as: every bucket merged and
+  then every active item drawn once; the re-measurement is one group of G rollouts per
+  item by the current policy (the paper does not give N for it), kept in the scheduler,
+  not in the pool's probe stats. A round that would leave fewer than K items is skipped.
+
 What is not covered: rollouts, the reference-model reset and sparse KL (the trainer's job;
 :meth:`AdaCuRLScheduler.observe` returns the merge events that call for the reset), and
 the difficulty estimation rollouts themselves (the caller measures correct counts).
@@ -67,6 +76,8 @@ __all__ = [
     "capability_update",
     "coarse_bin",
     "coarse_bins",
+    "coarse_correct",
+    "coarse_select",
     "filter_fine",
     "fine_difficulty",
     "make_buckets",
@@ -103,6 +114,14 @@ class AdaCuRLConfig:
         "help": "drop items with fine difficulty above this (too hard)"})
     re_drop_below: float = field(default=0.2, metadata={
         "help": "Re-AdaCuRL: drop items whose re-estimated difficulty is below this"})
+    re_passes: int = field(default=0, metadata={
+        "help": "Re-AdaCuRL rounds: after every bucket is merged and one pass over the active "
+                "set, re-measure the active items with the current policy, drop difficulty < "
+                "re_drop_below, re-bucket, reset cs; 0 = never"})
+    coarse_size: int = field(default=0, metadata={
+        "help": "coarse stage: keep this many items, drawn from the coarse bins G1/G2/G3 (correct "
+                "of 5 probe attempts) at coarse_ratios, before fine bucketing; 0 = keep every "
+                "measured item"})
 
     def __post_init__(self) -> None:
         if self.num_buckets < 1:
@@ -124,6 +143,9 @@ class AdaCuRLConfig:
         if not 0.0 <= self.fine_low < self.fine_high <= 1.0:
             raise ValueError(f"need 0 <= adacurl.fine_low < adacurl.fine_high <= 1, got "
                              f"{self.fine_low}, {self.fine_high}")
+        if self.re_passes < 0 or self.coarse_size < 0:
+            raise ValueError(f"adacurl.re_passes ({self.re_passes}) and adacurl.coarse_size "
+                             f"({self.coarse_size}) must be >= 0; 0 turns them off")
         if not 0.0 <= self.re_drop_below < self.fine_high:
             raise ValueError(f"adacurl.re_drop_below ({self.re_drop_below}) must lie in "
                              f"[0, fine_high={self.fine_high}), else Re-AdaCuRL drops every "
@@ -153,6 +175,26 @@ def coarse_bins(correct_counts: Mapping[ItemId, int]) -> list[list[ItemId]]:
     for item_id, c in correct_counts.items():
         bins[coarse_bin(c)].append(item_id)
     return bins
+
+
+def coarse_correct(successes: float, attempts: int) -> int:
+    """Correct count out of 5 for :func:`coarse_bin`: exact with 5 attempts, else the pass
+    rate scaled to 5 and rounded half up (teachloop: the probe may use M ≠ 5 attempts)."""
+    if attempts < 1 or not 0 <= successes <= attempts:
+        raise ValueError(f"need attempts >= 1 and 0 <= successes <= attempts, got "
+                         f"{successes}/{attempts}")
+    if attempts == COARSE_ATTEMPTS:
+        return int(round(successes))
+    return min(COARSE_ATTEMPTS, int(math.floor(COARSE_ATTEMPTS * successes / attempts + 0.5)))
+
+
+def coarse_select(correct_counts: Mapping[ItemId, int], n: int, rng: random.Random,
+                  ratios: Sequence[float] = (0.2, 0.3, 0.5)) -> list[ItemId]:
+    """AdaCuRL's coarse stage: bin by correct-of-5 (:func:`coarse_bins`) and draw ``n`` ids
+    at ``ratios`` (:func:`sample_by_ratio`); bins are taken in sorted id order, so the draw
+    depends only on the counts and ``rng``."""
+    bins = [sorted(b) for b in coarse_bins(correct_counts)]
+    return sample_by_ratio(bins, n, rng, ratios)
 
 
 def _quotas(n: int, ratios: Sequence[float], caps: Sequence[int]) -> list[int]:

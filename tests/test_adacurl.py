@@ -19,6 +19,8 @@ from teachloop.curriculum.adacurl import (
     capability_update,
     coarse_bin,
     coarse_bins,
+    coarse_correct,
+    coarse_select,
     filter_fine,
     fine_difficulty,
     make_buckets,
@@ -391,3 +393,18 @@ def test_load_refuses_a_different_config():
     s = AdaCuRLScheduler(ITEMS)
     with pytest.raises(ValueError, match="different config"):
         AdaCuRLScheduler(config=AdaCuRLConfig(window=8)).load_state_dict(s.state_dict())
+
+
+def test_coarse_stage_bins_probe_stats_and_draws_at_the_ratios():
+    assert [coarse_correct(c, 5) for c in range(6)] == list(range(6))  # exact with 5 attempts
+    # M = 8 probes scaled to 5, rounded half up: 0/8 -> 0, 3/8 -> 1.875 -> 2, 4/8 -> 2.5 -> 3
+    assert [coarse_correct(c, 8) for c in (0, 1, 3, 4, 7, 8)] == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(ValueError):
+        coarse_correct(3, 2)
+    counts = {f"h{i}": 0 for i in range(10)} | {f"m{i}": 3 for i in range(10)} | {
+        f"e{i}": 5 for i in range(10)}
+    chosen = coarse_select(counts, 10, random.Random(0))
+    assert collections.Counter(i[0] for i in chosen) == {"h": 2, "m": 3, "e": 5}  # 0.2/0.3/0.5
+    assert chosen == coarse_select(counts, 10, random.Random(0))  # seeded
+    with pytest.raises(ValueError, match="re_passes"):
+        AdaCuRLConfig(re_passes=-1)

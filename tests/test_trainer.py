@@ -11,6 +11,7 @@ curriculum's decisions predictable where a test must predict them.
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
 import json
@@ -685,3 +686,48 @@ def test_kill_9_at_any_point_of_a_step_then_resume_counts_each_step_once(tmp_pat
     state = json.loads((out / "checkpoint-3" / CURRICULUM_STATE_FILE).read_text())
     assert state["adacurl"]["last_step"] == 2 and state["sampler"]["draws"] == 3
     assert state["generations"] == 3
+
+
+def test_coarse_stage_picks_the_bucketed_items_at_the_ratios(tmp_path, model_path):
+    store = open_pool(tmp_path)
+    items = _items(10, seed=3)
+    store.insert_many(items)
+    # probed 5 times: 4 items at 1/5 correct (G1), 3 at 3/5 (G2), 3 at 4/5 (G3)
+    correct = [1] * 4 + [3] * 3 + [4] * 3
+    store.record_many([(it.id, 5, float(c)) for it, c in zip(items, correct)])
+    trainer = CurriculumGRPOTrainer(
+        model_path, args=_args(tmp_path / "out", "adacurl", adacurl_config={
+            "num_buckets": 2, "coarse_size": 5, "coarse_ratios": [0.2, 0.4, 0.4]}),
+        data=PoolData.from_pool(store))
+    bucketed = [i for b in trainer.scheduler.buckets for i in b]
+    by_c = collections.Counter(correct[[it.id for it in items].index(i)] for i in bucketed)
+    assert by_c == {1: 1, 3: 2, 4: 2}  # 5 items at 0.2/0.4/0.4
+
+
+@pytest.mark.full  # 5 real steps plus a re-measurement: ~90 s on 2 cores
+def test_re_adacurl_remeasures_drops_easy_items_and_restarts(tmp_path, model_path):
+    """K = 1 (every bucket merged from the start), 3 items, one group per step: steps 0-2 are
+    one pass; before step 3 the active items are re-measured with the policy. Item a is
+    always right (difficulty 0 < 0.2: dropped), b and c 1 of 4 (0.75): kept and re-bucketed."""
+    store = open_pool(tmp_path)
+    items = _items(3, seed=7)
+    store.insert_many(items)
+    store.record_many([(it.id, 10, 5.0) for it in items])
+    a, b, c = (it.id for it in items)
+    pattern = {a: [1.0], b: [1.0, 0.0, 0.0, 0.0], c: [0.0, 0.0, 0.0, 1.0]}
+    acc = functools.update_wrapper(functools.partial(scripted_accuracy, pattern=pattern),
+                                   scripted_accuracy)
+    trainer = CurriculumGRPOTrainer(
+        model_path, args=_args(tmp_path / "out", "adacurl", max_steps=5, max_completion_length=8,
+                               accuracy_reward="scripted_accuracy",
+                               adacurl_config={"num_buckets": 1, "re_passes": 1}),
+        data=PoolData.from_pool(store), reward_funcs=[acc])
+    trainer.train()
+    assert [h["drawn"][0] for h in trainer.history[:3]] and \
+        {h["drawn"][0] for h in trainer.history[:3]} == {a, b, c}  # one pass
+    assert len(trainer.re_log) == 1 and trainer.re_log[0]["step"] == 3
+    assert trainer.re_log[0]["dropped"] == [a] and trainer.scheduler.round == 1
+    assert trainer.scheduler.buckets == [sorted([b, c])] and trainer.scheduler.difficulty == {b: 0.75, c: 0.75}
+    assert {h["drawn"][0] for h in trainer.history[3:]} <= {b, c}
+    assert trainer.history[3]["adacurl/re_round"] == 1.0
+    assert store.get(a).bucket is None and store.get(a).attempts == 10  # probe stats untouched

@@ -120,6 +120,9 @@ class CurriculumGRPOConfig(GRPOConfig):
                     "VCRL splices re-rolled groups into the batch, so a batch-level reward std "
                     "would mix two batches; set scale_rewards='group' or 'none'")
         if self.uses_adacurl:
+            if self.adacurl().re_passes and self.world_size > 1:
+                raise ValueError("Re-AdaCuRL re-measures the active items in one process; launch "
+                                 "one process or set adacurl_config re_passes=0")
             if self.sync_ref_model:
                 raise ValueError(
                     "AdaCuRL resets the reference model itself at each bucket merge; set "

@@ -53,9 +53,13 @@ Where this departs from the papers or from TRL:
   new ``p`` updates their bank priority. TRL's own logged ``reward``/``frac_reward_zero_std``
   then average the first roll and the refill roll; ``curriculum/informative_frac`` is the
   exact fraction of groups in the batch that trains.
-- The pass over the active set is uniform (AdaCuRL samples D_c uniformly); Re-AdaCuRL
-  (re-estimate and re-bucket after a pass) is available in ``curriculum/adacurl.py`` but the
-  trainer does not trigger it.
+- The pass over the active set is uniform (AdaCuRL samples D_c uniformly). The coarse
+  stage (``adacurl_config.coarse_size``) bins by the pool's probe stats scaled to 5
+  attempts, not 5 fresh rollouts; fine difficulty reads the same probe stats, not N = 100
+  rollouts. Re-AdaCuRL (``adacurl_config.re_passes``) re-measures with one group of G
+  rollouts per active item through TRL's generation; those rollouts are not trained on,
+  not written to the pool, and TRL's per-step reward metrics of that step include them.
+  See ``curriculum/adacurl.py`` for what "a full pass" means here.
 - Exactly once across a kill -9 at any point of a step: pool training stats are written
   when a batch is scored, at most once per (output dir, step, call), so steps re-run after a
   resume are not counted again (the first run's rollouts of a re-run step are the ones
@@ -71,8 +75,10 @@ separate reference model under PEFT).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import random
 import time
 import warnings
 from collections.abc import Sequence
@@ -84,7 +90,14 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.trainer.callbacks import SyncRefModelCallback
 
-from teachloop.curriculum.adacurl import AdaCuRLScheduler, MergeEvent, filter_fine
+from teachloop.curriculum.adacurl import (
+    AdaCuRLScheduler,
+    MergeEvent,
+    coarse_bin,
+    coarse_correct,
+    coarse_select,
+    filter_fine,
+)
 from teachloop.curriculum.vcrl import VCRLState, variance_score
 from teachloop.training.config import CurriculumGRPOConfig
 from teachloop.training.data import ItemSampler, PoolData
@@ -93,6 +106,8 @@ from teachloop.training.rewards import make_correctness_reward, make_format_rewa
 # transformers 5 renamed gradient_checkpointing to activation_checkpointing; TRL 1.16 still
 # uses the old names, so every run printed four FutureWarnings the user can do nothing about.
 warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CURRICULUM_STATE_FILE", "KL_WEIGHT_KEY", "CurriculumGRPOTrainer", "RowBeta", "SPLICE_KEYS",
            "kl_weights", "last_complete_checkpoint"]
@@ -131,6 +146,8 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         self.scheduler = self._build_scheduler(args) if args.uses_adacurl else None
         self.item_sampler = ItemSampler(args.seed)
         self.merge_log: list[MergeEvent] = []
+        self.re_log: list[dict[str, Any]] = []  # Re-AdaCuRL rounds
+        self._pass_seen: set[str] = set()  # ids drawn since every bucket was merged
         self.history: list[dict[str, Any]] = []  # one record per training generation batch
         self._last_rewards: torch.Tensor | None = None
         self._last_completions: list[str] | None = None
@@ -160,6 +177,15 @@ class CurriculumGRPOTrainer(GRPOTrainer):
     def _build_scheduler(self, args: CurriculumGRPOConfig) -> AdaCuRLScheduler:
         cfg = args.adacurl()
         diffs = self.data.difficulties()
+        if cfg.coarse_size:  # AdaCuRL's coarse stage: bins of correct-of-5, drawn at ρ
+            counts = {i: coarse_correct(self.data.items[i].successes, self.data.items[i].attempts)
+                      for i in diffs}
+            chosen = coarse_select(counts, cfg.coarse_size, random.Random(args.seed),
+                                   cfg.coarse_ratios)
+            by_bin = [sum(coarse_bin(counts[i]) == b for i in chosen) for b in range(3)]
+            log.info("AdaCuRL coarse stage: %d of %d measured items, G1/G2/G3 = %s",
+                     len(chosen), len(diffs), by_bin)
+            diffs = {i: diffs[i] for i in chosen}
         kept = filter_fine(diffs, cfg.fine_low, cfg.fine_high)
         if len(kept) < cfg.num_buckets:
             raise ValueError(
@@ -215,10 +241,13 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         if self.args.pool_refresh_steps and self._generations \
                 and self._generations % self.args.pool_refresh_steps == 0:
             self.refresh_items()
+        re_extra = self._maybe_re_adacurl() if self.scheduler is not None else {}
         # ---- bind: the items of this batch are drawn now, from the current active set
         n_groups = self.args.generation_batch_size // G
         ids = self.item_sampler.draw(n_groups, self.active_ids())
         drawn = list(ids)
+        if self.scheduler is not None and self.scheduler.all_merged:
+            self._pass_seen.update(drawn)
         local = len(inputs)
         start = self.accelerator.process_index * local
         rows = self.data.rows(ids, G)[start:start + local]
@@ -232,7 +261,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         informative_rolled = informative_fraction(acc)
         rolled = list(zip(ids, acc))  # every group rolled out this step: AdaCuRL's evidence
         masked: set[int] = set()
-        extra: dict[str, float] = {}
+        extra: dict[str, float] = dict(re_extra)
 
         # ---- VCRL: drop p < κ, refill from the bank with on-policy re-rolls
         if self.vcrl_state is not None:
@@ -294,6 +323,46 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         self._log_step(ids, informative, informative_rolled,
                        overhead + time.perf_counter() - t0, extra, drawn=drawn)
         return out
+
+    def _maybe_re_adacurl(self) -> dict[str, float]:
+        """Re-AdaCuRL (arXiv 2511.09478): once every bucket is merged and every active item
+        has been drawn since, re-measure the active items with the current policy (one group
+        of G rollouts each, TRL's own generation and scoring), drop difficulty <
+        ``re_drop_below``, re-bucket and restart the curriculum (cs ← 0, B_0 only). At most
+        ``re_passes`` rounds; a round that would keep fewer than K items is skipped."""
+        s, cfg = self.scheduler, self.scheduler.config
+        if not cfg.re_passes or s.round >= cfg.re_passes or not s.all_merged:
+            return {}
+        active = s.active_items()
+        if not set(active) <= self._pass_seen:
+            return {}
+        t0 = time.perf_counter()
+        G = self.num_generations
+        super()._generate_and_score_completions(self.data.rows(active, G))
+        acc, _ = self._split_rewards(self._last_rewards, len(active))
+        new = {i: 1.0 - sum(a) / len(a) for i, a in zip(active, acc)}
+        self._pass_seen = set()
+        kept = sum(d >= cfg.re_drop_below for d in new.values())
+        step = self.state.global_step
+        if kept < s.num_buckets:
+            s.round += 1
+            event = {"step": step, "round": s.round, "skipped": True, "measured": len(new),
+                     "kept": kept}
+            log.warning("Re-AdaCuRL round %d at step %d skipped: %d of %d items keep difficulty "
+                        ">= %g, fewer than K=%d", s.round, step, kept, len(new),
+                        cfg.re_drop_below, s.num_buckets)
+        else:
+            dropped = s.re_bucket(new)
+            self._write_buckets()
+            event = {"step": step, "round": s.round, "skipped": False, "measured": len(new),
+                     "kept": kept, "dropped": list(dropped),
+                     "sizes": [len(b) for b in s.buckets]}
+            log.warning("Re-AdaCuRL round %d at step %d: re-measured %d items with the current "
+                        "policy, dropped %d (difficulty < %g), buckets %s; cs reset to 0",
+                        s.round, step, len(new), len(dropped), cfg.re_drop_below, event["sizes"])
+        self.re_log.append(event)
+        return {"adacurl/re_round": float(s.round), "adacurl/re_kept": float(kept),
+                "adacurl/re_s": time.perf_counter() - t0}
 
     @property
     def uses_sparse_kl(self) -> bool:
@@ -401,6 +470,8 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             "vcrl": self.vcrl_state.state_dict() if self.vcrl_state is not None else None,
             "adacurl": self.scheduler.state_dict() if self.scheduler is not None else None,
             "generations": self._generations,
+            "re_pass_seen": sorted(self._pass_seen),
+            "re_log": self.re_log,
         }
 
     def load_curriculum_state_dict(self, state: dict[str, Any]) -> None:
@@ -415,6 +486,8 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             self.data.ensure(self.vcrl_state.bank.ids())
         self.item_sampler.load_state_dict(state["sampler"])
         self._generations = int(state["generations"])
+        self._pass_seen = set(state.get("re_pass_seen", []))
+        self.re_log = list(state.get("re_log", []))
         self.merge_log = list(self.scheduler.merges) if self.scheduler is not None else []
         self._write_buckets()
 
