@@ -22,14 +22,13 @@ arithmetic merges.
 
 Where teachloop departs from, or fills gaps in, the paper:
 
-- **When cs is updated.** Once per optimisation step (``observe``): the step's accuracy
-  rewards from the newest bucket enter a window of the last M = 512 such rewards, then one
-  update uses r̄ = the window's mean. Rewards from other buckets are ignored for cs. No
-  update while the window holds fewer than ``min_samples`` rewards, and none on a step that
-  brought no newest-bucket reward (no new evidence; this also covers batches generated
-  before a merge that reach the trainer after it).
-- **The window is cleared at a merge**: rewards of the old newest bucket say nothing about
-  the new newest bucket.
+- **When cs is updated** (as published, METHODS.md §3): the newest bucket's accuracy
+  rewards enter the reward buffer R_b; each time R_b holds M (``window``, default 512)
+  rewards, cs is updated once with r̄ = their mean and R_b is emptied. Rewards from other
+  buckets never enter R_b. Within one :meth:`AdaCuRLScheduler.observe` call the rewards are
+  consumed in order; a call may complete a buffer part-way, the rest starting the next one.
+- **The buffer is emptied at a merge**, and the merging call's remaining rewards (from the
+  old newest bucket) are discarded: they say nothing about the new newest bucket.
 - **cs is clamped below at** ``cs_floor`` (default 0). The paper's update is unbounded
   below: at r̄ = 0, ``cs ← 1.5·cs − 0.5`` diverges geometrically and the curriculum could
   never recover. ``cs_floor = None`` restores the paper's update. cs is not clamped above
@@ -42,6 +41,15 @@ Where teachloop departs from, or fills gaps in, the paper:
 - **Coarse sampling**: quotas by largest remainder; a bin with too few items gives its
   shortfall to the others in proportion to their ratios.
 
+- **Coarse stage** (``coarse_size``): the paper rolls out 5 fresh attempts per item; here
+  the bins read the probe stats, scaled to 5 when the probe made M ≠ 5 attempts
+  (:func:`coarse_correct`), and the fine difficulty comes from the same probe stats
+  instead of N = 100 further rollouts.
+- **Re-AdaCuRL** (``re_passes``): "after a full pass" is read as: every bucket merged and
+  then every active item drawn once; the re-measurement is one group of G rollouts per
+  item by the current policy (the paper does not give N for it), kept in the scheduler,
+  not in the pool's probe stats. A round that would leave fewer than K items is skipped.
+
 What is not covered: rollouts, the reference-model reset and sparse KL (the trainer's job;
 :meth:`AdaCuRLScheduler.observe` returns the merge events that call for the reset), and
 the difficulty estimation rollouts themselves (the caller measures correct counts).
@@ -53,7 +61,6 @@ import bisect
 import dataclasses
 import math
 import random
-from collections import deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -69,6 +76,8 @@ __all__ = [
     "capability_update",
     "coarse_bin",
     "coarse_bins",
+    "coarse_correct",
+    "coarse_select",
     "filter_fine",
     "fine_difficulty",
     "make_buckets",
@@ -90,9 +99,9 @@ class AdaCuRLConfig:
     gamma: float = field(default=0.5, metadata={
         "help": "γ: smallest step size in cs <- cs + (r̄ - 0.5) * max(1 - cs, γ)"})
     window: int = field(default=512, metadata={
-        "help": "M: r̄ is the mean of the last M accuracy rewards from the newest bucket"})
-    min_samples: int = field(default=1, metadata={
-        "help": "no cs update until the window holds this many rewards"})
+        "help": "M: cs is updated once each time the buffer of newest-bucket accuracy "
+                "rewards holds M of them (r̄ = their mean), then the buffer is emptied "
+                "(paper: 512; a short CPU run may lower it)"})
     cs_floor: float | None = field(default=0.0, metadata={
         "help": "lower clamp on cs (teachloop); null = the paper's unclamped update"})
     format_steps: int = field(default=64, metadata={
@@ -105,6 +114,14 @@ class AdaCuRLConfig:
         "help": "drop items with fine difficulty above this (too hard)"})
     re_drop_below: float = field(default=0.2, metadata={
         "help": "Re-AdaCuRL: drop items whose re-estimated difficulty is below this"})
+    re_passes: int = field(default=0, metadata={
+        "help": "Re-AdaCuRL rounds: after every bucket is merged and one pass over the active "
+                "set, re-measure the active items with the current policy, drop difficulty < "
+                "re_drop_below, re-bucket, reset cs; 0 = never"})
+    coarse_size: int = field(default=0, metadata={
+        "help": "coarse stage: keep this many items, drawn from the coarse bins G1/G2/G3 (correct "
+                "of 5 probe attempts) at coarse_ratios, before fine bucketing; 0 = keep every "
+                "measured item"})
 
     def __post_init__(self) -> None:
         if self.num_buckets < 1:
@@ -113,10 +130,6 @@ class AdaCuRLConfig:
             raise ValueError(f"adacurl.gamma must lie in (0, 1], got {self.gamma}")
         if self.window < 1:
             raise ValueError(f"adacurl.window must be >= 1, got {self.window}")
-        if not 1 <= self.min_samples <= self.window:
-            raise ValueError(
-                f"adacurl.min_samples ({self.min_samples}) must lie in [1, window="
-                f"{self.window}]; set min_samples <= window or raise window")
         if self.cs_floor is not None and self.cs_floor > 0.0:
             raise ValueError(f"adacurl.cs_floor ({self.cs_floor}) must be <= 0 since cs starts "
                              "at 0; set 0 (default) or null for the paper's unclamped update")
@@ -130,6 +143,9 @@ class AdaCuRLConfig:
         if not 0.0 <= self.fine_low < self.fine_high <= 1.0:
             raise ValueError(f"need 0 <= adacurl.fine_low < adacurl.fine_high <= 1, got "
                              f"{self.fine_low}, {self.fine_high}")
+        if self.re_passes < 0 or self.coarse_size < 0:
+            raise ValueError(f"adacurl.re_passes ({self.re_passes}) and adacurl.coarse_size "
+                             f"({self.coarse_size}) must be >= 0; 0 turns them off")
         if not 0.0 <= self.re_drop_below < self.fine_high:
             raise ValueError(f"adacurl.re_drop_below ({self.re_drop_below}) must lie in "
                              f"[0, fine_high={self.fine_high}), else Re-AdaCuRL drops every "
@@ -159,6 +175,26 @@ def coarse_bins(correct_counts: Mapping[ItemId, int]) -> list[list[ItemId]]:
     for item_id, c in correct_counts.items():
         bins[coarse_bin(c)].append(item_id)
     return bins
+
+
+def coarse_correct(successes: float, attempts: int) -> int:
+    """Correct count out of 5 for :func:`coarse_bin`: exact with 5 attempts, else the pass
+    rate scaled to 5 and rounded half up (teachloop: the probe may use M ≠ 5 attempts)."""
+    if attempts < 1 or not 0 <= successes <= attempts:
+        raise ValueError(f"need attempts >= 1 and 0 <= successes <= attempts, got "
+                         f"{successes}/{attempts}")
+    if attempts == COARSE_ATTEMPTS:
+        return int(round(successes))
+    return min(COARSE_ATTEMPTS, int(math.floor(COARSE_ATTEMPTS * successes / attempts + 0.5)))
+
+
+def coarse_select(correct_counts: Mapping[ItemId, int], n: int, rng: random.Random,
+                  ratios: Sequence[float] = (0.2, 0.3, 0.5)) -> list[ItemId]:
+    """AdaCuRL's coarse stage: bin by correct-of-5 (:func:`coarse_bins`) and draw ``n`` ids
+    at ``ratios`` (:func:`sample_by_ratio`); bins are taken in sorted id order, so the draw
+    depends only on the counts and ``rng``."""
+    bins = [sorted(b) for b in coarse_bins(correct_counts)]
+    return sample_by_ratio(bins, n, rng, ratios)
 
 
 def _quotas(n: int, ratios: Sequence[float], caps: Sequence[int]) -> list[int]:
@@ -284,45 +320,57 @@ def _check_reward(r: float) -> float:
 
 
 class CapabilityScore:
-    """cs and its window of the last M newest-bucket accuracy rewards."""
+    """cs and its reward buffer R_b (AdaCuRL, arXiv 2511.09478, METHODS.md §3).
 
-    def __init__(self, gamma: float = 0.5, window: int = 512, min_samples: int = 1,
-                 floor: float | None = 0.0):
+    ``window`` is the buffer size M: rewards are added in order, and each time the buffer
+    holds M of them cs is updated once with r̄ = their mean and the buffer is emptied.
+    """
+
+    def __init__(self, gamma: float = 0.5, window: int = 512, floor: float | None = 0.0):
+        if window < 1:
+            raise ValueError(f"the reward buffer size M must be >= 1, got {window}")
         self.gamma = gamma
-        self.min_samples = min_samples
+        self.size = window
         self.floor = floor
         self.value = 0.0
-        self.window: deque[float] = deque(maxlen=window)
+        self.buffer: list[float] = []
+
+    @property
+    def room(self) -> int:
+        """Rewards still needed before the next update."""
+        return self.size - len(self.buffer)
 
     def mean(self) -> float | None:
-        """r̄ over the window (``math.fsum``: exact, independent of history), None if empty."""
-        return math.fsum(self.window) / len(self.window) if self.window else None
+        """Mean of the rewards buffered so far (``math.fsum``: exact), None if empty."""
+        return math.fsum(self.buffer) / len(self.buffer) if self.buffer else None
 
-    def observe(self, rewards: Iterable[float]) -> float | None:
-        """Add rewards, then one update if any arrived and the window is full enough.
-
-        Returns the r̄ used, or None when cs did not move.
-        """
+    def observe(self, rewards: Iterable[float]) -> list[float]:
+        """Add rewards in order; one update each time the buffer fills. Returns the r̄ used
+        by each update made (empty when cs did not move)."""
         new = [_check_reward(r) for r in rewards]
-        self.window.extend(new)
-        if not new or len(self.window) < self.min_samples:
-            return None
-        r_bar = self.mean()
-        assert r_bar is not None
-        self.value = capability_update(self.value, r_bar, self.gamma, self.floor)
-        return r_bar
+        used: list[float] = []
+        for x in new:
+            self.buffer.append(x)
+            if len(self.buffer) == self.size:
+                r_bar = math.fsum(self.buffer) / self.size
+                self.value = capability_update(self.value, r_bar, self.gamma, self.floor)
+                self.buffer.clear()
+                used.append(r_bar)
+        return used
 
     def reset(self, value: float) -> None:
         self.value = value
-        self.window.clear()
+        self.buffer.clear()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "window": list(self.window)}
+        return {"value": self.value, "buffer": list(self.buffer)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if "buffer" not in state:
+            raise ValueError("this AdaCuRL state was written by an older teachloop (a sliding "
+                             "cs window); it cannot be resumed exactly, start the run afresh")
         self.value = float(state["value"])
-        self.window.clear()
-        self.window.extend(float(x) for x in state["window"])
+        self.buffer = [float(x) for x in state["buffer"]]
 
 
 # --- the scheduler -------------------------------------------------------------------
@@ -363,7 +411,7 @@ class AdaCuRLScheduler:
 
     def _new_capability(self) -> CapabilityScore:
         c = self.config
-        return CapabilityScore(c.gamma, c.window, c.min_samples, c.cs_floor)
+        return CapabilityScore(c.gamma, c.window, c.cs_floor)
 
     def _set_items(self, difficulties: Mapping[ItemId, float], k: int) -> None:
         self.difficulty = {i: _check_difficulty(i, d) for i, d in difficulties.items()}
@@ -411,10 +459,10 @@ class AdaCuRLScheduler:
         return step < self.config.format_steps
 
     def log_dict(self) -> dict[str, float]:
-        """What to log (STYLE.md §12): cs, merged buckets, window size and mean."""
+        """What to log (STYLE.md §12): cs, merged buckets, buffer fill and mean."""
         r_bar = self.capability.mean()
         return {"adacurl/cs": self.cs, "adacurl/n_active": float(self.n_active),
-                "adacurl/window": float(len(self.capability.window)),
+                "adacurl/buffer": float(len(self.capability.buffer)),
                 "adacurl/r_bar": r_bar if r_bar is not None else float("nan"),
                 "adacurl/round": float(self.round)}
 
@@ -423,10 +471,11 @@ class AdaCuRLScheduler:
                 ) -> list[MergeEvent]:
         """One optimisation step's accuracy rewards, keyed by 0-based bucket index.
 
-        Only ``rewards_by_bucket[newest]`` enters the window; one cs update follows (see the
-        module docstring for when it is skipped). If ``cs ≥ k/K`` for ``k = n_active``,
-        B_k is merged, ``cs ← k/K`` and the window is cleared. Returns the merges (at most
-        one, since the reset value is below the next threshold); call once per step.
+        Only ``rewards_by_bucket[newest]`` enters the reward buffer R_b. Each time R_b holds
+        M rewards cs is updated once and R_b emptied; if then ``cs ≥ k/K`` for
+        ``k = n_active``, B_k is merged, ``cs ← k/K``, and the rest of this call's rewards
+        (from the old newest bucket) are discarded. Returns the merges (at most one per
+        call); call once per step.
         """
         if not self.buckets:
             raise ValueError("no buckets yet: build the scheduler from item difficulties")
@@ -434,15 +483,22 @@ class AdaCuRLScheduler:
             raise ValueError(f"observe() got step {step} after step {self.last_step}; call it "
                              "once per optimisation step with the step's rewards together")
         self.last_step = step
-        self.capability.observe(rewards_by_bucket.get(self.newest, ()))
+        rewards = [_check_reward(r) for r in rewards_by_bucket.get(self.newest, ())]
         events: list[MergeEvent] = []
-        k = self.n_active
-        if k < len(self.buckets) and self.cs >= k / len(self.buckets) - _EPS:
-            event = MergeEvent(step=step, bucket=k, cs=self.cs, reset_to=k / len(self.buckets))
-            self.n_active += 1
-            self.capability.reset(event.reset_to)
-            self.merges.append(event)
-            events.append(event)
+        pos = 0
+        while pos < len(rewards):
+            chunk = rewards[pos:pos + self.capability.room]
+            pos += len(chunk)
+            if not self.capability.observe(chunk):
+                continue
+            k = self.n_active
+            if k < len(self.buckets) and self.cs >= k / len(self.buckets) - _EPS:
+                event = MergeEvent(step=step, bucket=k, cs=self.cs, reset_to=k / len(self.buckets))
+                self.n_active += 1
+                self.capability.reset(event.reset_to)
+                self.merges.append(event)
+                events.append(event)
+                break
         return events
 
     # --- new items and Re-AdaCuRL ------------------------------------------------
@@ -481,7 +537,7 @@ class AdaCuRLScheduler:
                   drop_below: float | None = None) -> list[ItemId]:
         """Re-AdaCuRL: re-estimated difficulties, drop ``< drop_below``, re-bucket, restart.
 
-        The active set goes back to {B_0}, cs to 0 and the window is emptied; the step
+        The active set goes back to {B_0}, cs to 0 and the reward buffer is emptied; the step
         counter and the merge history are kept. Returns the dropped ids.
         """
         k = self.config.num_buckets if k is None else k

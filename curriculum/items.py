@@ -68,10 +68,18 @@ class Item:
     metadata: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "family-specific extras (difficulty knobs, source)"}
     )
-    attempts: int = field(default=0, metadata={"help": "student attempts recorded"})
-    successes: float = field(default=0.0, metadata={"help": "sum of rewards over the attempts"})
-    p: float | None = field(default=None, metadata={"help": "pass rate successes/attempts"})
-    difficulty: float | None = field(default=None, metadata={"help": "1 - p (AdaCuRL fine)"})
+    attempts: int = field(default=0, metadata={
+        "help": "probe attempts: student rollouts made to measure difficulty (not training)"})
+    successes: float = field(default=0.0, metadata={"help": "sum of rewards over the probe attempts"})
+    p: float | None = field(default=None, metadata={"help": "probe pass rate successes/attempts"})
+    difficulty: float | None = field(default=None, metadata={
+        "help": "1 - p from the probe stats only (AdaCuRL fine difficulty)"})
+    probe_policy: str = field(default="", metadata={
+        "help": "the policy (model) that made the probe attempts; '' = not recorded"})
+    train_attempts: int = field(default=0, metadata={
+        "help": "training rollouts of this item (GRPO completions); never read for difficulty"})
+    train_successes: float = field(default=0.0, metadata={
+        "help": "sum of accuracy rewards over the training rollouts"})
     bucket: int | None = field(default=None, metadata={"help": "AdaCuRL bucket index, 0-based"})
     created_at: float = field(default_factory=time.time, metadata={"help": "unix time"})
     updated_at: float = field(default_factory=time.time, metadata={"help": "unix time"})

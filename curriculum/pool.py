@@ -17,8 +17,16 @@ What the SQLite backend guarantees:
 - Atomic stats updates: attempts and successes are incremented in SQL, p and difficulty
   recomputed in the same statement, so concurrent writers never lose an update.
 - A schema-version table: a pool written by a newer teachloop is refused with a clear
-  error; a file that is not a SQLite database, or a SQLite database that is not a pool,
-  raises ``PoolError`` with a one-line message.
+  error; a pool of an older schema is upgraded in place when opened (one transaction,
+  :data:`_MIGRATIONS`); a file that is not a SQLite database, or a SQLite database that is
+  not a pool, raises ``PoolError`` with a one-line message.
+- Two kinds of per-item statistics, kept apart (METHODS.md §3: difficulty is measured
+  before training, with a known policy): **probe stats** (``attempts``, ``successes``, and
+  the ``p`` / ``difficulty`` derived from them, with the ``probe_policy`` that made them)
+  and **training stats** (``train_attempts``, ``train_successes``: the trainer's rollouts).
+  ``record_many(kind=...)`` says which; difficulty, buckets and ``measured`` read probe
+  stats only. Schema 1 had one set of counters for both; its counts are kept as probe
+  stats on upgrade (they cannot be split after the fact).
 
 What it does not do: cross-host locking (SQLite over NFS is unsafe; use PostgreSQL then),
 and it does not store rollouts, only per-item counts.
@@ -38,7 +46,7 @@ from typing import Any
 
 from teachloop.curriculum.items import ITEM_FIELDS, Item
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 POOL_FILENAME = "pool.sqlite"
 _JSON_FIELDS = ("checker", "validation", "metadata")
 _APP_ID = 0x7443_4C50  # "tCLP": marks a SQLite file as a teachloop pool (PRAGMA application_id)
@@ -69,6 +77,9 @@ CREATE TABLE IF NOT EXISTS items (
     p REAL,
     difficulty REAL,
     bucket INTEGER,
+    probe_policy TEXT NOT NULL DEFAULT '',
+    train_attempts INTEGER NOT NULL DEFAULT 0,
+    train_successes REAL NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
@@ -93,6 +104,14 @@ CREATE TABLE IF NOT EXISTS rejections (
 CREATE INDEX IF NOT EXISTS rejections_stage ON rejections(stage);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+# schema version -> statements that upgrade a pool of that version to the next one
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE items ADD COLUMN probe_policy TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE items ADD COLUMN train_attempts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE items ADD COLUMN train_successes REAL NOT NULL DEFAULT 0"),
+}
+STAT_KINDS = ("probe", "train")
 
 
 def resolve_pool_path(url: str | os.PathLike[str]) -> Path:
@@ -174,6 +193,8 @@ class PoolStore:
         if app_id == _APP_ID:
             self._check_version()
             self._set_wal()
+            if self.schema_version < SCHEMA_VERSION:
+                self._migrate()
             return
         if not create:
             raise PoolError(f"{self.path} is empty, not a teachloop pool")
@@ -214,6 +235,18 @@ class PoolStore:
                 f"understands ({SCHEMA_VERSION}); upgrade teachloop"
             )
         self.schema_version = v
+
+    def _migrate(self) -> None:
+        """Upgrade an older pool in place, one transaction (another process may have done it
+        while this one waited for the write lock: the version is read again inside)."""
+        with self._write() as c:
+            v = c.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+            while v < SCHEMA_VERSION:
+                for stmt in _MIGRATIONS[v]:
+                    c.execute(stmt)
+                v += 1
+                c.execute("INSERT INTO schema_version(version) VALUES (?)", (v,))
+        self._check_version()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -366,37 +399,45 @@ class PoolStore:
         return [_row_to_item(r) for r in rows]
 
     # --- stats ---------------------------------------------------------------------
-    def record_attempts(self, item_id: str, attempts: int, successes: float) -> None:
+    def record_attempts(self, item_id: str, attempts: int, successes: float, *,
+                        kind: str = "probe") -> None:
         """Atomically add ``attempts`` and ``successes`` (sum of rewards) to an item."""
-        self.record_many([(item_id, attempts, successes)])
+        self.record_many([(item_id, attempts, successes)], kind=kind)
 
     def record_many(self, updates: Iterable[tuple[str, int, float]], *,
-                    once_key: str | None = None) -> int:
+                    once_key: str | None = None, kind: str = "probe",
+                    policy: str | None = None) -> int:
         """Apply many ``(id, attempts, successes)`` increments in one transaction.
 
-        p = successes / attempts and difficulty = 1 - p are recomputed in SQL.
+        ``kind="probe"``: measurements made to estimate difficulty; p = successes / attempts
+        and difficulty = 1 - p are recomputed in SQL, and ``policy`` (if given) is stored as
+        the item's ``probe_policy``. ``kind="train"``: the trainer's rollouts; they go to
+        ``train_attempts`` / ``train_successes`` only and never move p or difficulty.
         Returns the number of items updated (unknown ids are ignored).
 
         ``once_key``: apply these increments at most once per key. The key is stored in the
         meta table in the same transaction, so a batch re-recorded after a crash (e.g. the
         trainer re-running the steps after its last checkpoint) is not counted twice.
         """
+        if kind not in STAT_KINDS:
+            raise ValueError(f"kind must be one of {STAT_KINDS}, got {kind!r}")
         ups = []
         for iid, a, s in updates:
             if a < 0 or s < 0 or s > a:
                 raise ValueError(f"bad stats increment for {iid}: attempts={a} successes={s}")
-            ups.append((a, s, time.time(), iid))
+            ups.append((a, s, time.time(), iid) + ((policy,) if kind == "probe" else ()))
         if not ups:
             return 0
-        with self._write() as c:
-            if once_key is not None:
-                key = "once:" + once_key
-                if c.execute("SELECT 1 FROM meta WHERE key = ?", (key,)).fetchone():
-                    return 0
-                c.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(time.time())))
-            before = c.total_changes
-            c.executemany(
+        if kind == "train":
+            sql = """
+                UPDATE items SET
+                    train_attempts = train_attempts + ?1,
+                    train_successes = train_successes + ?2,
+                    updated_at = ?3
+                WHERE id = ?4
                 """
+        else:
+            sql = """
                 UPDATE items SET
                     attempts = attempts + ?1,
                     successes = successes + ?2,
@@ -404,11 +445,18 @@ class PoolStore:
                              THEN (successes + ?2) / (attempts + ?1) END,
                     difficulty = CASE WHEN attempts + ?1 > 0
                              THEN 1.0 - (successes + ?2) / (attempts + ?1) END,
+                    probe_policy = COALESCE(?5, probe_policy),
                     updated_at = ?3
                 WHERE id = ?4
-                """,
-                ups,
-            )
+                """
+        with self._write() as c:
+            if once_key is not None:
+                key = "once:" + once_key
+                if c.execute("SELECT 1 FROM meta WHERE key = ?", (key,)).fetchone():
+                    return 0
+                c.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(time.time())))
+            before = c.total_changes
+            c.executemany(sql, ups)
             return c.total_changes - before
 
     def set_bucket(self, assignments: Iterable[tuple[str, int | None]]) -> None:
@@ -473,4 +521,11 @@ class PoolStore:
         return {(r[0], r[1]): r[2] for r in rows}
 
     def pass_rates(self) -> list[float]:
+        """Probe pass rates of the measured items."""
         return [r[0] for r in self._read("SELECT p FROM items WHERE p IS NOT NULL")]
+
+    def train_totals(self) -> tuple[int, int, float]:
+        """Training stats over the pool: (items rolled out in training, rollouts, successes)."""
+        r = self._read("SELECT COUNT(*), COALESCE(SUM(train_attempts), 0), "
+                       "COALESCE(SUM(train_successes), 0) FROM items WHERE train_attempts > 0")[0]
+        return int(r[0]), int(r[1]), float(r[2])

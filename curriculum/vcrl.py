@@ -29,6 +29,10 @@ Where teachloop departs from, or fills gaps in, the paper:
 - **Bank updates from dropped queries.** A dropped query that is already in the bank has
   its priority updated with its new (low) ``p``; a dropped query is never inserted.
 - **Refills exclude the batch's own ids**, so a query is never twice in one batch.
+- **κ and G.** The paper's κ = 0.8 was set for its large groups; with binary rewards p
+  takes ⌊G/2⌋ + 1 values, so what κ keeps depends on G (G = 4: κ 0.8 keeps only k = 2 of
+  4; G = 8: k = 3..5). :func:`kept_counts` / :meth:`VCRLConfig.keeps` say it; the training
+  config logs and stores it (``vcrl_keeps``) and refuses a κ that keeps no count.
 
 What is not covered: rollouts, advantage computation and the batch re-roll itself (the
 trainer's job); the bank holds no text and no trajectories.
@@ -47,6 +51,7 @@ __all__ = [
     "Selection",
     "VCRLConfig",
     "VCRLState",
+    "kept_counts",
     "max_unbiased_variance",
     "select_batch",
     "variance_score",
@@ -97,6 +102,15 @@ def variance_score(rewards: Sequence[float]) -> float:
     return min(1.0, statistics.variance(xs) / 0.25)
 
 
+def kept_counts(kappa: float, group_size: int) -> tuple[int, int] | None:
+    """The smallest and largest correct count k (of G binary rewards) with ``p(k) ≥ κ``, or
+    None when κ keeps no count. p(k) is symmetric and peaks at k = ⌊G/2⌋, so the kept counts
+    are one interval. At G = 4, κ = 0.8 keeps only k = 2 (p(1) = 0.75); at G = 8, k = 3..5."""
+    kept = [k for k in range(group_size + 1)
+            if variance_score([1.0] * k + [0.0] * (group_size - k)) >= kappa]
+    return (kept[0], kept[-1]) if kept else None
+
+
 # --- config and κ schedule -----------------------------------------------------------
 
 @dataclass
@@ -145,6 +159,30 @@ class VCRLConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def keeps(self, group_size: int) -> dict[str, Any]:
+        """What each κ phase keeps at group size G (binary accuracy): ``{"G": G, "warmup":
+        {...} or None, "after": {...}}``, each phase ``{"kappa", "steps", "k_min", "k_max"}``
+        (k_min/k_max None when the phase keeps no count)."""
+        def phase(kappa: float, steps: str) -> dict[str, Any]:
+            k = kept_counts(kappa, group_size)
+            return {"kappa": kappa, "steps": steps, "k_min": k and k[0], "k_max": k and k[1]}
+
+        warm = phase(self.kappa_warmup, f"0..{self.warmup_steps - 1}") if self.warmup_steps else None
+        return {"G": group_size, "warmup": warm, "after": phase(self.kappa, f"{self.warmup_steps}..")}
+
+
+def describe_keeps(keeps: Mapping[str, Any]) -> str:
+    """One line: which correct counts each κ phase keeps, e.g. ``κ 0.3 (steps 0..19) keeps
+    k = 1..3 of G = 4; κ 0.8 (steps 20..) keeps k = 2..2 of G = 4``."""
+    parts = []
+    for name in ("warmup", "after"):
+        ph = keeps.get(name)
+        if ph is None:
+            continue
+        kept = "nothing" if ph["k_min"] is None else f"k = {ph['k_min']}..{ph['k_max']}"
+        parts.append(f"κ {ph['kappa']:g} (steps {ph['steps']}) keeps {kept} of G = {keeps['G']}")
+    return "; ".join(parts)
 
 
 # --- memory bank ---------------------------------------------------------------------

@@ -352,7 +352,9 @@ def _card(*, run_dir: Path, fmt: str, items: list[Item], pool_size: int,
           "them into easier and harder variants from the student's pass rates (`parent_id`, "
           "`root_id`, `direction`, `turn` give the lineage). Every gold `answer` was obtained "
           "by execution, not taken from the teacher; `validation` holds the evidence. "
-          "`attempts`, `successes`, `p` and `difficulty` are the student's measured stats "
+          "`attempts`, `successes`, `p` and `difficulty` are the student's probe stats "
+          "(measured to estimate difficulty, by `probe_policy`); `train_attempts` and "
+          "`train_successes` count its training rollouts, kept apart "
           f"({len(measured)} of {n} items measured).", "",
           "## Loading", "", "```python", "import json", "from datasets import load_dataset", "",
           f'ds = load_dataset("{fmt if fmt == "parquet" else "json"}", '

@@ -159,7 +159,8 @@ def _probe(cfg: Any, store: PoolStore, backends: Backends, console: Console) -> 
             part = todo[i:i + chunk]
             results = probe(part, M, backend, score, temperature=cfg.student.temperature,
                             max_tokens=cfg.student.max_tokens)
-            store.record_many([(r.item_id, r.attempts, sum(r.rewards)) for r in results])
+            store.record_many([(r.item_id, r.attempts, sum(r.rewards)) for r in results],
+                              policy=student_model_path(cfg) or "embedded")
             bar.advance(task, len(part))
     return len(todo)
 
@@ -217,12 +218,11 @@ def adacurl_settings(cfg: Any, store: PoolStore, console: Console) -> dict[str, 
 
 def _train(cfg: Any, out: Path, store: PoolStore, backends: Backends, console: Console
            ) -> dict[str, Any]:
-    from transformers.trainer_utils import get_last_checkpoint
-
     from teachloop.train import main as train_main
+    from teachloop.training.trainer import last_complete_checkpoint
 
     train_dir = out / rundir.TRAIN_DIR
-    last = get_last_checkpoint(str(train_dir)) if train_dir.is_dir() else None
+    last = last_complete_checkpoint(train_dir)
     if last is None and train_dir.exists():  # killed before the first checkpoint: start over
         console.print("[yellow]note:[/] no training checkpoint yet; training starts over")
         shutil.rmtree(train_dir)

@@ -24,6 +24,7 @@ class PoolSummary:
     histogram: list[int] = field(default_factory=list)  # 10 bins over p in [0, 1]
     mean_p: float | None = None
     teacher: dict[str, float] = field(default_factory=dict)  # token and latency totals (teacher_usage)
+    trained: tuple[int, int, float] = (0, 0, 0.0)  # training stats: items, rollouts, successes
 
 
 USAGE_KEYS = ("proposals", "calls", "prompt_tokens", "completion_tokens", "latency_s")
@@ -75,6 +76,7 @@ def pool_summary(store: PoolStore) -> PoolSummary:
         histogram=histogram(ps),
         mean_p=sum(ps) / len(ps) if ps else None,
         teacher=teacher_totals(store),
+        trained=store.train_totals(),
     )
 
 
@@ -89,8 +91,11 @@ def _count_table(title: str, counts: dict[Any, int]) -> Table:
 
 def render_summary(s: PoolSummary, console: Console) -> None:
     rej = sum(s.rejections.values())
+    n, rolls, ok = s.trained
+    trained = (f"; training stats (kept apart from the probes): {n} items, {rolls} rollouts, "
+               f"accuracy {ok / rolls:.2f}") if rolls else ""
     console.print(f"[bold]pool[/] {s.path}: {s.items} items, {s.measured} measured, "
-                  f"{rej} rejected proposals")
+                  f"{rej} rejected proposals{trained}")
     if s.items == 0:
         console.print("[dim]the pool is empty[/]")
     else:
@@ -132,7 +137,9 @@ def render_summary(s: PoolSummary, console: Console) -> None:
 def render_chain(chain: list[Item], console: Console) -> None:
     for depth, it in enumerate(chain):
         label = "item" if depth == 0 else "parent" if depth == 1 else f"ancestor {depth}"
-        p = "unmeasured" if it.p is None else f"p={it.p:.2f} over {it.attempts}"
+        p = "unmeasured" if it.p is None else f"probe p={it.p:.2f} over {it.attempts}"
+        if it.train_attempts:
+            p += f"; training {it.train_successes / it.train_attempts:.2f} over {it.train_attempts}"
         console.print(f"[bold]{label}[/] {it.id} {it.family} {it.direction} turn {it.turn} "
                       f"({p})", highlight=False)
         console.print(f"  {it.prompt[:400]}", markup=False, highlight=False)

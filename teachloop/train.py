@@ -88,7 +88,11 @@ def make_callback(console: Console, out: Path, max_steps: int):
         def on_log(self, args, state, control, logs=None, **kw):
             if not state.is_world_process_zero or not logs:
                 return
-            rec = {"step": state.global_step, **logs}
+            # the end-of-training summary is not a step: keyed apart, so each step's record is
+            # the only one with its "step" (a resumed run that has nothing left to train
+            # writes only a summary)
+            key = "summary_at_step" if "train_runtime" in logs else "step"
+            rec = {key: state.global_step, **logs}
             with open(out / LOG_FILE, "a") as f:
                 f.write(json.dumps(rec, default=float) + "\n")
             if "curriculum/informative_frac" in logs:
@@ -162,9 +166,9 @@ def main(
     out_dir = Path(out) if out is not None else run_dir / f"train-{mode.replace('+', '-')}"
     last_ckpt = None
     if resume:
-        from transformers.trainer_utils import get_last_checkpoint
+        from teachloop.training.trainer import last_complete_checkpoint
 
-        last_ckpt = get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None
+        last_ckpt = last_complete_checkpoint(out_dir)  # skips one a kill left half written
         if last_ckpt is None:
             raise UserError(f"--resume: no checkpoint in {out_dir} (train with --save-steps N)")
         _truncate_log(out_dir / LOG_FILE, int(Path(last_ckpt).name.rsplit("-", 1)[1]))
@@ -196,7 +200,16 @@ def main(
         vcrl_config=vcrl, adacurl_config=adacurl, reward_weights=[1.0, 0.2],
     )
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    kwargs.update(extra_args or {})
+    extra = dict(extra_args or {})
+    for key in ("vcrl_config", "adacurl_config"):  # --arg / train.args add to, not replace, these
+        if isinstance(extra.get(key), str):
+            try:
+                extra[key] = json.loads(extra[key])
+            except ValueError:
+                pass  # CurriculumGRPOConfig says what is wrong with it
+        if isinstance(extra.get(key), dict) and isinstance(kwargs.get(key), dict):
+            extra[key] = {**kwargs[key], **extra[key]}
+    kwargs.update(extra)
     try:
         args = CurriculumGRPOConfig(**kwargs)
     except (TypeError, ValueError) as e:
@@ -216,6 +229,11 @@ def main(
     console.print(f"[bold]train[/] mode {mode}, {len(data)} items, model {Path(model).name}, "
                   f"G={num_generations}, batch {batch_size}, {max_completion_length} tokens, "
                   f"beta {beta}; out {out_dir}")
+    if args.vcrl_keeps is not None:
+        from teachloop.curriculum.vcrl import describe_keeps
+
+        console.print(f"[bold]vcrl[/] {describe_keeps(args.vcrl_keeps)}", highlight=False)
+    (out_dir / "training_args.json").write_text(args.to_json_string())  # the run's config dump
     if trainer.scheduler is not None:
         sizes = [len(b) for b in trainer.scheduler.buckets]
         console.print(f"[bold]adacurl[/] buckets (easy → hard) {sizes}; starting with bucket 0")

@@ -19,6 +19,8 @@ from teachloop.curriculum.adacurl import (
     capability_update,
     coarse_bin,
     coarse_bins,
+    coarse_correct,
+    coarse_select,
     filter_fine,
     fine_difficulty,
     make_buckets,
@@ -132,7 +134,8 @@ def test_assign_bucket_uses_the_recorded_ranges(d, new):
 
 
 def test_add_items_lands_in_the_right_bucket_and_active_ones_train_at_once():
-    s = AdaCuRLScheduler({f"q{i}": i / 10 for i in range(1, 10)})  # bounds 0.3, 0.6, 0.9
+    s = AdaCuRLScheduler({f"q{i}": i / 10 for i in range(1, 10)},
+                         AdaCuRLConfig(window=4))  # bounds 0.3, 0.6, 0.9
     assert s.bounds == [0.3, 0.6, 0.9]
     assert s.add_items({"easy": 0.25, "mid": 0.45, "edge": 0.6, "hard": 0.99}) == {
         "easy": 0, "mid": 1, "edge": 1, "hard": 2}
@@ -158,13 +161,31 @@ def test_capability_update_by_hand():
     assert capability_update(0.5, 0.25, gamma=0.8) == 0.3  # 0.5 - 0.25 * max(0.5, 0.8)
 
 
-def test_capability_window_keeps_the_last_m_and_waits_for_min_samples():
-    c = CapabilityScore(window=4, min_samples=3)
-    assert c.observe([1.0, 1.0]) is None and c.value == 0.0  # 2 < min_samples
-    assert c.observe([0.0]) == pytest.approx(2 / 3)  # window [1, 1, 0]
-    assert c.observe([0.0, 0.0]) == 0.25  # window keeps the last 4: [1, 0, 0, 0]
-    v = c.value
-    assert c.observe([]) is None and c.value == v  # no new evidence, no update
+def test_capability_score_updates_once_per_m_rewards_acceptance():
+    """Acceptance (issue 16): γ = 0.5, M = 512, 8 accuracy rewards of 1.0 per call: cs stays
+    0 for 63 calls (504 rewards) and the 64th call (the 512th reward) moves it to
+    0 + (1 − 0.5)·max(1 − 0, 0.5) = 0.5."""
+    c = CapabilityScore(gamma=0.5, window=512)
+    for call in range(63):
+        assert c.observe([1.0] * 8) == [] and c.value == 0.0, call
+    assert c.observe([1.0] * 8) == [1.0] and c.value == 0.5
+    assert c.buffer == []  # emptied after the update
+
+
+def test_capability_buffer_splits_a_call_and_is_not_a_sliding_window():
+    c = CapabilityScore(window=4)
+    assert c.observe([1.0, 1.0, 1.0]) == [] and c.value == 0.0  # 3 < M: no update
+    # the 4th reward completes the buffer; the 5th and 6th start the next one
+    assert c.observe([0.0, 0.0, 0.0]) == [0.75] and c.value == pytest.approx(0.25)
+    assert c.buffer == [0.0, 0.0] and c.mean() == 0.0
+    # a sliding window would now read [1, 0, 0, 0]...; R_b only updates when full again
+    assert c.observe([1.0]) == [] and c.value == pytest.approx(0.25)
+    # [0, 0, 1] + 3 ones: one update at r̄ = 1/2 (cs stays), two ones start the next buffer
+    assert c.observe([1.0] * 3) == [0.5] and c.buffer == [1.0] * 2
+    assert c.value == pytest.approx(0.25)
+    # a call longer than M makes several updates: [1, 1] + 6 ones = two full buffers
+    assert c.observe([1.0] * 6) == [1.0, 1.0] and c.buffer == []
+    assert c.value == pytest.approx(0.625 + 0.5 * 0.5)  # 0.25 + 0.5·0.75, then γ floor
     with pytest.raises(ValueError):
         c.observe([1.5])
 
@@ -179,7 +200,7 @@ def test_index_convention_thresholds():
     assert (s.n_active, s.newest, s.cs, s.next_threshold()) == (1, 0, 0.0, 1 / 3)
     assert s.active_items() == ["q1", "q2", "q3"]
     four = AdaCuRLScheduler({f"q{i}": i / 10 for i in range(1, 9)},
-                            AdaCuRLConfig(num_buckets=4))
+                            AdaCuRLConfig(num_buckets=4, window=1))
     thresholds = []
     for step in range(50):
         thresholds.append(four.next_threshold())
@@ -189,92 +210,101 @@ def test_index_convention_thresholds():
 
 
 def test_acceptance_rising_accuracy_merges_at_the_predicted_steps():
-    """K = 3, γ = 0.5, window M = 8, 4 newest-bucket rewards per step (r̄ spans 2 steps).
+    """K = 3, γ = 0.5, M = 8, 4 newest-bucket rewards per step: cs moves every 2nd step.
 
-    Thresholds: merge B_1 when cs >= 1/3, B_2 when cs >= 2/3. Update:
+    Thresholds: merge B_1 when cs >= 1/3, B_2 when cs >= 2/3. Update once per full buffer:
     cs <- cs + (r̄ - 0.5) * max(1 - cs, 0.5).
 
-    step newest  rewards    window (last 8)      r̄     cs
-     0   B_0     0 1 0 1    0101                 1/2   0 + 0 * 1                 = 0
-     1   B_0     1 1 0 1    0101 1101            5/8   0 + 1/8 * 1               = 1/8
-     2   B_0     1 1 1 1    1101 1111            7/8   1/8 + 3/8 * 7/8 = 29/64   = 0.453
-         29/64 >= 1/3: MERGE B_1 at step 2; cs <- 1/3, window cleared
-     3   B_1     0 0 1 0    0010                 1/4   1/3 - 1/4 * 2/3           = 1/6
-     4   B_1     1 0 1 0    0010 1010            3/8   1/6 - 1/8 * 5/6 = 1/6 - 5/48 = 1/16
-     5   B_1     1 1 1 1    1010 1111            3/4   1/16 + 1/4 * 15/16        = 19/64
-     6   B_1     1 1 1 1    1111 1111            1     19/64 + 1/2 * 45/64       = 83/128
-         83/128 = 0.648 < 2/3: no merge yet
-     7   B_1     1 1 1 1    1111 1111            1     83/128 + 1/2 * max(45/128, 1/2)
-                                                       = 83/128 + 32/128         = 115/128
-         115/128 = 0.898 >= 2/3: MERGE B_2 at step 7; cs <- 2/3, window cleared
-     8   B_2     1 1 1 1    1111                 1     2/3 + 1/2 * 1/2           = 11/12
-         every bucket merged: no more events
+    step newest  rewards    R_b after            r̄     cs
+     0   B_0     0 1 0 1    0101                 -     0
+     1   B_0     1 1 0 1    full -> update       5/8   0 + 1/8 * 1               = 1/8
+     2   B_0     1 1 1 1    1111                 -     1/8
+     3   B_0     1 1 1 1    full -> update       1     1/8 + 1/2 * 7/8 = 9/16    = 0.5625
+         9/16 >= 1/3: MERGE B_1 at step 3; cs <- 1/3, R_b emptied
+     4   B_1     0 0 1 0    0010                 -     1/3
+     5   B_1     1 0 1 0    full -> update       3/8   1/3 - 1/8 * 2/3 = 1/4
+     6   B_1     1 1 1 1    1111                 -     1/4
+     7   B_1     1 1 1 1    full -> update       1     1/4 + 1/2 * 3/4           = 5/8
+         5/8 < 2/3: no merge yet
+     8   B_1     1 1 1 1    1111                 -     5/8
+     9   B_1     1 1 1 1    full -> update       1     5/8 + 1/2 * max(3/8, 1/2) = 7/8
+         7/8 >= 2/3: MERGE B_2 at step 9; cs <- 2/3
 
-    B_0 rewards of 1.0 are sent on every step after step 2; if they counted, B_2 would be
-    merged at step 3 (cs = 1/3 + 1/2 * 2/3 = 2/3).
+    B_0 rewards of 0.0 are sent on every step after the first merge; if they counted, cs
+    would fall instead of rise.
     """
-    stream = [[0, 1, 0, 1], [1, 1, 0, 1], [1, 1, 1, 1], [0, 0, 1, 0], [1, 0, 1, 0],
-              [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]]
-    expected_cs = [0, 1 / 8, 1 / 3, 1 / 6, 1 / 16, 19 / 64, 83 / 128, 2 / 3, 11 / 12]
+    ones = [1, 1, 1, 1]
+    stream = [[0, 1, 0, 1], [1, 1, 0, 1], ones, ones, [0, 0, 1, 0], [1, 0, 1, 0],
+              ones, ones, ones, ones]
+    expected_cs = [0, 1 / 8, 1 / 8, 1 / 3, 1 / 3, 1 / 4, 1 / 4, 5 / 8, 5 / 8, 2 / 3]
     s = AdaCuRLScheduler(ITEMS, AdaCuRLConfig(window=8))
     merged_at = {}
     for step, rewards in enumerate(stream):
-        noise = {0: [1.0] * 4} if s.newest > 0 else {}
+        noise = {0: [0.0] * 4} if s.newest > 0 else {}
         events = s.observe(step, {**noise, s.newest: rewards})
         merged_at.update({e.bucket: e.step for e in events})
         assert s.cs == pytest.approx(expected_cs[step], abs=1e-12), step
-    assert merged_at == {1: 2, 2: 7}
+    assert merged_at == {1: 3, 2: 9}
     assert [(e.cs, e.reset_to) for e in s.merges] == [
-        (29 / 64, pytest.approx(1 / 3)), (115 / 128, pytest.approx(2 / 3))]
+        (9 / 16, pytest.approx(1 / 3)), (7 / 8, pytest.approx(2 / 3))]
     assert s.all_merged and s.next_threshold() is None
     assert s.active_items() == [f"q{i}" for i in range(1, 10)]  # merged buckets stay
 
 
-def test_acceptance_default_window_and_a_threshold_hit_exactly():
-    """Default config (M = 512), 64 newest-bucket rewards per step.
+def _groups(n_groups: int, correct: int, G: int = 8) -> list[float]:
+    """n_groups GRPO groups of G binary accuracy rewards, ``correct`` of each group right."""
+    return ([1.0] * correct + [0.0] * (G - correct)) * n_groups
 
-    steps 0-3: accuracy 1/2, r̄ = 1/2, cs stays 0.
-    step 4: 64 ones: window 320 = 256 rewards at 1/2 (128 ones) + 64 ones, r̄ = 192/320 = 3/5,
-            cs = 0 + 1/10 * 1 = 1/10
-    step 5: window 384, ones 256, r̄ = 2/3, cs = 1/10 + 1/6 * 9/10 = 1/4
-    step 6: window 448, ones 320, r̄ = 5/7, cs = 1/4 + 3/14 * 3/4 = 1/4 + 9/56 = 23/56 = 0.41
-            >= 1/3: MERGE B_1 at step 6; cs <- 1/3, window cleared
-    step 7: B_1 all ones, r̄ = 1, cs = 1/3 + 1/2 * 2/3 = 2/3 exactly: MERGE B_2 at step 7
-            (in floats 2/3 may round either side; the scheduler allows 1e-12 of slack)
+
+def test_acceptance_paper_scale_buffer_of_512():
+    """Paper scale: K = 3, M = 512, G = 8, 5 groups (40 rewards) per step, 7 of 8 right.
+
+    Rewards after step s (0-based): 40(s+1). The 512th newest-bucket reward arrives at step
+    12 (520 >= 512), so cs is 0 for steps 0..11.
+      step 12: r̄ = 7/8, cs = 0 + 3/8 * 1 = 3/8 >= 1/3: MERGE B_1; cs <- 1/3. The other 8
+               B_0 rewards of step 12 are discarded (R_b starts empty for B_1).
+      B_1 from step 13: 13 steps = 520 rewards, the 512th at step 25:
+      step 25: r̄ = 7/8, cs = 1/3 + 3/8 * 2/3 = 7/12 < 2/3; 8 rewards stay in R_b
+      next 504 rewards: 13 more steps (8 + 520 >= 512) -> step 38:
+      step 38: r̄ = 7/8, cs = 7/12 + 3/8 * max(5/12, 1/2) = 37/48 >= 2/3: MERGE B_2
+    Older buckets get all-wrong rewards every step; they never enter R_b.
     """
-    s = AdaCuRLScheduler(ITEMS)
-    half = [0.0, 1.0] * 32
-    stream = [half] * 4 + [[1.0] * 64] * 4
-    merged_at, cs = {}, []
-    for step, rewards in enumerate(stream):
-        merged_at.update({e.bucket: e.step for e in s.observe(step, {s.newest: rewards})})
+    s = AdaCuRLScheduler(ITEMS, AdaCuRLConfig(num_buckets=3, window=512))
+    cs, merged_at = [], {}
+    for step in range(40):
+        by_bucket = {b: _groups(2, 0) for b in range(s.newest)}
+        by_bucket[s.newest] = _groups(5, 7)
+        merged_at.update({e.bucket: e.step for e in s.observe(step, by_bucket)})
         cs.append(s.cs)
-    assert merged_at == {1: 6, 2: 7}
-    assert cs[:6] == pytest.approx([0, 0, 0, 0, 1 / 10, 1 / 4], abs=1e-12)
-    assert s.merges[0].cs == pytest.approx(23 / 56)
+    assert cs[:12] == [0.0] * 12  # no move before 512 newest-bucket rewards
+    assert merged_at == {1: 12, 2: 38}
+    assert [e.cs for e in s.merges] == pytest.approx([3 / 8, 37 / 48])
+    assert cs[25] == pytest.approx(7 / 12) and cs[24] == pytest.approx(1 / 3)
+    assert cs[39] == pytest.approx(2 / 3)  # B_2's buffer is not full yet
 
 
 def test_a_threshold_met_in_exact_arithmetic_merges_despite_float_rounding():
     # K = 5, r̄ = 7/10: cs = 0 + (0.7 - 0.5) * 1 = 1/5 exactly, but 0.7 - 0.5 is
     # 0.19999999999999996 in floats, just under the threshold 0.2
-    s = AdaCuRLScheduler({f"q{i}": i / 10 for i in range(1, 11)}, AdaCuRLConfig(num_buckets=5))
+    s = AdaCuRLScheduler({f"q{i}": i / 10 for i in range(1, 11)},
+                         AdaCuRLConfig(num_buckets=5, window=10))
     events = s.observe(0, {0: [1.0] * 7 + [0.0] * 3})
     assert s.merges[0].cs < 0.2 and [e.bucket for e in events] == [1]
 
 
-def test_window_is_cleared_at_a_merge_and_early_batches_do_not_move_cs():
-    s = AdaCuRLScheduler(ITEMS)
-    s.observe(0, {0: [1.0] * 10})
-    assert s.n_active == 2 and len(s.capability.window) == 0 and s.cs == pytest.approx(1 / 3)
+def test_buffer_is_emptied_at_a_merge_and_early_batches_do_not_move_cs():
+    s = AdaCuRLScheduler(ITEMS, AdaCuRLConfig(window=4))
+    s.observe(0, {0: [1.0] * 10})  # the 4th reward merges B_1; the other 6 are discarded
+    assert s.n_active == 2 and s.capability.buffer == [] and s.cs == pytest.approx(1 / 3)
     # a batch drawn before the merge (only B_0 rewards) reaches the trainer: cs must not move
     s.observe(1, {0: [0.0] * 10})
-    assert s.cs == pytest.approx(1 / 3) and len(s.capability.window) == 0
+    assert s.cs == pytest.approx(1 / 3) and s.capability.buffer == []
 
 
 def test_cs_floor_and_paper_mode():
     low = [0.0] * 8
-    clamped = AdaCuRLScheduler(ITEMS)
-    paper = AdaCuRLScheduler(ITEMS, AdaCuRLConfig(cs_floor=None))
+    clamped = AdaCuRLScheduler(ITEMS, AdaCuRLConfig(window=8))
+    paper = AdaCuRLScheduler(ITEMS, AdaCuRLConfig(window=8, cs_floor=None))
     for step in range(3):
         clamped.observe(step, {0: low})
         paper.observe(step, {0: low})
@@ -299,7 +329,7 @@ def test_observe_guards():
 
 
 def test_re_adacurl_drops_easy_items_and_restarts():
-    s = AdaCuRLScheduler(ITEMS)
+    s = AdaCuRLScheduler(ITEMS, AdaCuRLConfig(window=4))
     for step in range(3):
         s.observe(step, {s.newest: [1.0] * 4})
     assert s.all_merged
@@ -307,14 +337,14 @@ def test_re_adacurl_drops_easy_items_and_restarts():
                                                      0.8, 0.9])}
     assert s.re_bucket(new) == ["q1", "q2", "q3"]
     assert s.buckets == [["q4", "q5"], ["q6", "q7"], ["q8", "q9"]]
-    assert (s.n_active, s.cs, len(s.capability.window), s.round) == (1, 0.0, 0, 1)
+    assert (s.n_active, s.cs, len(s.capability.buffer), s.round) == (1, 0.0, 0, 1)
     assert s.last_step == 2 and len(s.merges) == 2  # history and step counter kept
-    assert s.observe(3, {0: [1.0]})[0] == MergeEvent(3, 1, 0.5, 1 / 3)
+    assert s.observe(3, {0: [1.0] * 4})[0] == MergeEvent(3, 1, 0.5, 1 / 3)
 
 
 def test_config_fields_have_help_and_cross_checks_say_what_to_set():
     assert all(f.metadata.get("help") for f in dataclasses.fields(AdaCuRLConfig))
-    for kw, needle in (({"min_samples": 600}, "set min_samples <= window"),
+    for kw, needle in (({"window": 0}, "window must be >= 1"),
                        ({"coarse_ratios": [0.5, 0.5, 0.5]}, "e.g. \\[0.2, 0.3, 0.5\\]"),
                        ({"re_drop_below": 0.96}, "lower re_drop_below"),
                        ({"cs_floor": 0.1}, "set 0"),
@@ -363,3 +393,18 @@ def test_load_refuses_a_different_config():
     s = AdaCuRLScheduler(ITEMS)
     with pytest.raises(ValueError, match="different config"):
         AdaCuRLScheduler(config=AdaCuRLConfig(window=8)).load_state_dict(s.state_dict())
+
+
+def test_coarse_stage_bins_probe_stats_and_draws_at_the_ratios():
+    assert [coarse_correct(c, 5) for c in range(6)] == list(range(6))  # exact with 5 attempts
+    # M = 8 probes scaled to 5, rounded half up: 0/8 -> 0, 3/8 -> 1.875 -> 2, 4/8 -> 2.5 -> 3
+    assert [coarse_correct(c, 8) for c in (0, 1, 3, 4, 7, 8)] == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(ValueError):
+        coarse_correct(3, 2)
+    counts = {f"h{i}": 0 for i in range(10)} | {f"m{i}": 3 for i in range(10)} | {
+        f"e{i}": 5 for i in range(10)}
+    chosen = coarse_select(counts, 10, random.Random(0))
+    assert collections.Counter(i[0] for i in chosen) == {"h": 2, "m": 3, "e": 5}  # 0.2/0.3/0.5
+    assert chosen == coarse_select(counts, 10, random.Random(0))  # seeded
+    with pytest.raises(ValueError, match="re_passes"):
+        AdaCuRLConfig(re_passes=-1)

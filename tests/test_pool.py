@@ -275,3 +275,63 @@ def test_record_many_once_key_counts_a_batch_once(tmp_path):
     assert store.record_many([(it.id, 4, 3.0)], once_key="train:s2:c0") == 1
     got = store.get(it.id)
     assert (got.attempts, got.successes) == (8, 4.0) and got.p == 0.5
+
+
+def test_probe_and_training_stats_are_kept_apart(tmp_path):
+    store = open_pool(tmp_path)
+    it = Item(family="math.test", prompt="2+2?", answer="4")
+    store.insert(it)
+    store.record_many([(it.id, 8, 2.0)], policy="SmolLM2-135M")  # probe (the default kind)
+    store.record_many([(it.id, 4, 4.0)], kind="train", once_key="train:s1:c0")
+    store.record_many([(it.id, 4, 3.0)], kind="train", once_key="train:s2:c0")
+    got = store.get(it.id)
+    assert (got.attempts, got.successes, got.p, got.difficulty) == (8, 2.0, 0.25, 0.75)
+    assert (got.train_attempts, got.train_successes) == (8, 7.0)  # never moved difficulty
+    assert got.probe_policy == "SmolLM2-135M"
+    assert store.query(measured=True) == [got] and store.train_totals() == (1, 8, 7.0)
+    untouched = Item(family="math.test", prompt="3+3?", answer="6")
+    store.insert(untouched)
+    store.record_many([(untouched.id, 4, 1.0)], kind="train")
+    assert store.get(untouched.id).p is None and store.query(measured=False) == [store.get(untouched.id)]
+    with pytest.raises(ValueError, match="kind must be"):
+        store.record_many([(it.id, 1, 1.0)], kind="eval")
+
+
+_V1_ITEMS = """CREATE TABLE items (
+    id TEXT PRIMARY KEY, family TEXT NOT NULL, prompt TEXT NOT NULL,
+    answer TEXT NOT NULL DEFAULT '', checker TEXT NOT NULL DEFAULT '{}', parent_id TEXT,
+    root_id TEXT, direction TEXT NOT NULL, turn INTEGER NOT NULL DEFAULT 0,
+    teacher TEXT NOT NULL DEFAULT '', prompt_version TEXT NOT NULL DEFAULT '',
+    validation TEXT NOT NULL DEFAULT '{}', metadata TEXT NOT NULL DEFAULT '{}',
+    attempts INTEGER NOT NULL DEFAULT 0, successes REAL NOT NULL DEFAULT 0, p REAL,
+    difficulty REAL, bucket INTEGER, created_at REAL NOT NULL, updated_at REAL NOT NULL)"""
+
+
+def test_a_schema_1_pool_is_upgraded_when_opened(tmp_path):
+    """A pool file written by the previous teachloop (schema 1: one set of counters) opens,
+    is upgraded in place, keeps its counts as probe stats and takes training stats."""
+    path = tmp_path / "pool.sqlite"
+    c = sqlite3.connect(path)
+    c.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    c.execute(_V1_ITEMS)
+    c.execute("CREATE TABLE rejections (rid INTEGER PRIMARY KEY AUTOINCREMENT, family TEXT NOT NULL, "
+              "parent_id TEXT, direction TEXT, turn INTEGER, stage TEXT NOT NULL, reason TEXT NOT NULL, "
+              "proposal TEXT NOT NULL, teacher TEXT NOT NULL DEFAULT '', prompt_version TEXT NOT NULL "
+              "DEFAULT '', created_at REAL NOT NULL)")
+    c.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    c.execute("INSERT INTO schema_version VALUES (1)")
+    c.execute("INSERT INTO items (id, family, prompt, direction, attempts, successes, p, difficulty, "
+              "created_at, updated_at) VALUES ('abc', 'math.test', '1+1?', 'seed', 8, 6, 0.75, 0.25, 0, 0)")
+    c.execute("PRAGMA application_id = 1950567504")  # the pool's marker (0x74434C50)
+    c.commit()
+    c.close()
+    store = open_pool(path, create=False)
+    assert store.schema_version == SCHEMA_VERSION == 2
+    got = store.get("abc")
+    assert (got.attempts, got.difficulty, got.train_attempts, got.probe_policy) == (8, 0.25, 0, "")
+    store.record_many([("abc", 4, 1.0)], kind="train")
+    assert store.get("abc").train_attempts == 4 and store.get("abc").difficulty == 0.25
+    store.close()
+    again = open_pool(path, create=False)  # a second open finds nothing to do
+    assert again.schema_version == 2 and again.get("abc").train_attempts == 4
+    assert [r[0] for r in again._read("SELECT version FROM schema_version ORDER BY version")] == [1, 2]

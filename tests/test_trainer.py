@@ -11,6 +11,7 @@ curriculum's decisions predictable where a test must predict them.
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
 import json
@@ -26,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import trl  # noqa: E402
 from trl import GRPOTrainer  # noqa: E402
 from trl.trainer.callbacks import SyncRefModelCallback  # noqa: E402
-from trl.trainer.utils import get_callable_name  # noqa: E402
+from trl.trainer.utils import get_callable_name, shuffle_sequence_dict, split_tensor_dict  # noqa: E402
 
 from teachloop.curriculum.items import Item  # noqa: E402
 from teachloop.curriculum.pool import open_pool  # noqa: E402
@@ -36,8 +37,10 @@ from teachloop.training.data import ItemSampler, PoolData  # noqa: E402
 from teachloop.training.rewards import make_correctness_reward, make_format_reward  # noqa: E402
 from teachloop.training.trainer import (  # noqa: E402
     CURRICULUM_STATE_FILE,
+    KL_WEIGHT_KEY,
     SPLICE_KEYS,
     CurriculumGRPOTrainer,
+    kl_weights,
     mask_groups,
     splice_groups,
 )
@@ -64,10 +67,12 @@ def test_trl_internals_we_extend_keep_their_shape():
         GRPOTrainer._prepare_inputs)
     gen_src = inspect.getsource(GRPOTrainer._generate_and_score_completions)
     assert "self._calculate_rewards(inputs, prompts, completions, completion_ids_list)" in gen_src
-    # sparse KL masks through completion_mask, which TRL's loss multiplies into the KL term
+    # sparse KL weights the KL term through the one product with self.beta in TRL's loss
     loss_src = inspect.getsource(GRPOTrainer._compute_loss)
     assert 'mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]' in loss_src
     assert "per_token_loss = per_token_loss + self.beta * per_token_kl" in loss_src
+    assert loss_src.count("self.beta *") == 1 and loss_src.count("* self.beta") == 0
+    assert "return self._compute_loss(model, inputs)" in inspect.getsource(GRPOTrainer.compute_loss)
     # every text-only key TRL can put in the batch dict is one the VCRL splice knows
     import re
     keys = set(re.findall(r'output\["(\w+)"\]', gen_src)) | set(
@@ -105,6 +110,30 @@ def test_config_validates_curriculum_fields(tmp_path):
         _cfg(tmp_path, multi_objective_aggregation="normalize_then_sum")
     with pytest.raises(ValueError, match="scale_rewards"):
         _cfg(tmp_path, scale_rewards="batch")
+
+
+def test_config_reports_what_kappa_keeps_at_this_group_size(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="teachloop.training.config"):
+        c = _cfg(tmp_path, curriculum_mode="vcrl", num_generations=4)
+    assert "κ 0.8 (steps 20..) keeps k = 2..2 of G = 4" in caplog.text  # the start-up log line
+    dumped = json.loads(c.to_json_string())["vcrl_keeps"]  # and the config dump
+    assert (dumped["warmup"]["k_min"], dumped["warmup"]["k_max"]) == (1, 3)
+    assert (dumped["after"]["k_min"], dumped["after"]["k_max"]) == (2, 2)
+    c8 = _cfg(tmp_path, curriculum_mode="vcrl+adacurl", num_generations=8,
+              per_device_train_batch_size=8, beta=0.04)
+    assert (c8.vcrl_keeps["after"]["k_min"], c8.vcrl_keeps["after"]["k_max"]) == (3, 5)
+    assert _cfg(tmp_path, curriculum_mode="adacurl").vcrl_keeps is None
+    from teachloop.curriculum import vcrl
+
+    real = vcrl.kept_counts
+    vcrl.kept_counts = lambda kappa, G: None if kappa > 0.5 else real(kappa, G)  # as if κ kept none
+    try:
+        with pytest.raises(ValueError, match=r"^vcrl κ=0.8 keeps no group of G=4 .*lower κ$"):
+            _cfg(tmp_path, curriculum_mode="vcrl")
+    finally:
+        vcrl.kept_counts = real
 
 
 # ===================================================================== rewards
@@ -265,7 +294,7 @@ def _args(out, mode, **kw) -> CurriculumGRPOConfig:
 def test_each_mode_trains_and_logs_informative_fraction(tmp_path, model_path, mode):
     items = build_pool(tmp_path)
     store = open_pool(tmp_path, create=False)
-    before = {it.id: it.attempts for it in store.query()}
+    probes = {it.id: (it.attempts, it.difficulty) for it in store.query()}
     trainer = CurriculumGRPOTrainer(model_path, args=_args(tmp_path / "out", mode),
                                     data=PoolData.from_pool(store))
     trainer.train()
@@ -283,10 +312,11 @@ def test_each_mode_trains_and_logs_informative_fraction(tmp_path, model_path, mo
         # the first draw came from bucket 0 only
         assert set(trainer.history[0]["drawn"]) <= set(trainer.scheduler.buckets[0])
         assert {it.bucket for it in store.query()} >= {0, 1, 2}  # buckets written to the pool
-    # every rolled-out completion is in the pool's stats
+    # every rolled-out completion is in the pool's training stats; probe stats never move
     rolled = sum(4 * (1 + h.get("vcrl/refilled", 0)) for h in trainer.history)
-    after = {it.id: it.attempts for it in store.query()}
-    assert sum(after.values()) - sum(before.values()) == rolled
+    after = store.query()
+    assert sum(it.train_attempts for it in after) == rolled
+    assert {it.id: (it.attempts, it.difficulty) for it in after} == probes
     assert len(items) == len(after)
 
 
@@ -351,8 +381,8 @@ def test_vcrl_refills_dropped_groups_with_on_policy_rerolls(tmp_path, model_path
 
 
 def test_adacurl_merge_reaches_next_batch_and_resets_reference(tmp_path, model_path):
-    """K=3 buckets of one item each; accuracy always 1 => cs 0.5 >= 1/3 at step 0 (merge B_1),
-    then cs = 1/3 + 0.5*(2/3) = 2/3 at step 1 (merge B_2). A positional reward keeps the
+    """K=3 buckets of one item each, reward buffer M=4 (one group); accuracy always 1 => cs
+    0.5 >= 1/3 at step 0 (merge B_1), then cs = 1/3 + 0.5*(2/3) = 2/3 at step 1 (merge B_2). A positional reward keeps the
     groups informative, so the policy moves and the reset at step 1 is visible."""
     store = open_pool(tmp_path)
     items = _items(3, seed=5)
@@ -364,7 +394,8 @@ def test_adacurl_merge_reaches_next_batch_and_resets_reference(tmp_path, model_p
     jitter = _positional([0.0, 0.1, 0.2, 0.3])
     trainer = CurriculumGRPOTrainer(
         model_path, args=_args(tmp_path / "out", "adacurl", max_steps=2, per_device_train_batch_size=8,
-                               learning_rate=1e-4, beta=0.1, accuracy_reward="scripted_accuracy"),
+                               learning_rate=1e-4, beta=0.1, accuracy_reward="scripted_accuracy",
+                               adacurl_config={"num_buckets": 3, "window": 4}),
         data=PoolData.from_pool(store), reward_funcs=[always, jitter])
     assert trainer.scheduler.buckets == [[a], [b], [c]]
     initial = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
@@ -392,53 +423,122 @@ def test_adacurl_merge_reaches_next_batch_and_resets_reference(tmp_path, model_p
     assert logs[-1]["adacurl/n_active"] == 3.0
 
 
-def test_sparse_kl_masking_removes_all_equal_groups_from_the_loss(tmp_path, model_path):
-    """TRL's loss for a batch with one all-equal group (advantage 0) and one informative group:
-    unmasked, the all-equal group's KL term moves the loss and gets gradient; masked, the loss
-    equals the informative group's alone and the all-equal rows get no gradient."""
+def test_kl_weights_rows_and_travel_with_trl_shuffle_and_split():
+    assert kl_weights([1], 3, 2, 0, 6).tolist() == [1, 1, 0, 0, 1, 1]
+    assert kl_weights([0, 2], 3, 2, 2, 4).tolist() == [1, 1, 0, 0]  # this process: rows 2..5
+    # TRL shuffles and splits the generation batch by row: the weight must follow its row
+    b = {"advantages": torch.arange(6.0), KL_WEIGHT_KEY: torch.arange(6.0) * 10,
+         "num_items_in_batch": torch.tensor(6)}
+    for part in split_tensor_dict(shuffle_sequence_dict(b), 3):
+        assert torch.equal(part[KL_WEIGHT_KEY], part["advantages"] * 10)
+
+
+def _loss_batch(trainer, G=2, T=6):
+    tok = trainer.processing_class
+    prompt = tok(["What is 2+2?"] * (2 * G), return_tensors="pt")
+    comp_ids = torch.tensor(tok(["The answer is four, since two plus two is four."] * (2 * G))["input_ids"])[:, :T]
+    assert comp_ids.shape == (2 * G, T)
+    return {
+        "prompt_ids": prompt["input_ids"], "prompt_mask": prompt["attention_mask"],
+        "completion_ids": comp_ids, "completion_mask": torch.ones_like(comp_ids),
+        "advantages": torch.tensor([0.0, 0.0, 1.0, -0.5]),  # group 0: all equal; group 1: not
+        "ref_per_token_logps": torch.full(comp_ids.shape, -1.0),
+        "num_items_in_batch": torch.tensor(2 * G * T),
+    }
+
+
+def _loss(trainer, batch, trl=False):
+    trainer.model.zero_grad()
+    b = {k: v.clone() for k, v in batch.items()}
+    f = GRPOTrainer.compute_loss if trl else type(trainer).compute_loss
+    loss = f(trainer, trainer.model, b)
+    loss.backward()
+    return loss.item()
+
+
+def test_sparse_kl_beta0_equals_trl_loss(tmp_path, model_path):
+    """beta = 0: the curriculum's loss on a batch carrying KL weights is TRL's loss on the
+    same batch, bit for bit; the previous completion-mask approach changed it (the all-equal
+    group left TRL's normaliser)."""
+    build_pool(tmp_path, n=3)
+    store = open_pool(tmp_path, create=False)
+    trainer = CurriculumGRPOTrainer(model_path, args=_args(tmp_path / "out", "adacurl", beta=0.0),
+                                    data=PoolData.from_pool(store))
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop; we call the loss directly
+    batch = _loss_batch(trainer)
+    del batch["ref_per_token_logps"]  # no reference model at beta = 0
+    trl_loss = _loss(trainer, batch, trl=True)
+    ours = _loss(trainer, {**batch, KL_WEIGHT_KEY: torch.tensor([0.0, 0.0, 1.0, 1.0])})
+    print(f"\nbeta=0: TRL loss {trl_loss!r}, curriculum loss {ours!r}")
+    assert ours == trl_loss
+    old = {k: v.clone() for k, v in batch.items()}
+    mask_groups(old, [0], 2, 0, trainer.accelerator)
+    assert _loss(trainer, old) != pytest.approx(trl_loss, rel=1e-3)  # what the old masking did
+
+
+def test_sparse_kl_drops_only_the_kl_of_all_equal_groups(tmp_path, model_path):
+    """beta > 0, group 0 all equal (weight 0): the loss equals TRL's loss with group 0's
+    reference set to the policy itself (KL exactly 0, same normaliser, same policy term), and
+    no longer depends on group 0's reference."""
     build_pool(tmp_path, n=3)
     store = open_pool(tmp_path, create=False)
     trainer = CurriculumGRPOTrainer(model_path, args=_args(tmp_path / "out", "adacurl", beta=0.5),
                                     data=PoolData.from_pool(store))
-    tok = trainer.processing_class
-    G, T = 2, 6
-    prompt = tok(["What is 2+2?"] * (2 * G), return_tensors="pt")
-    comp_ids = torch.tensor(tok(["The answer is four, since two plus two is four."] * (2 * G))["input_ids"])[:, :T]
-    assert comp_ids.shape == (2 * G, T)
-    batch = {
-        "prompt_ids": prompt["input_ids"], "prompt_mask": prompt["attention_mask"],
-        "completion_ids": comp_ids, "completion_mask": torch.ones_like(comp_ids),
-        "advantages": torch.tensor([0.0, 0.0, 1.0, -1.0]),  # group 0: all equal; group 1: not
-        "ref_per_token_logps": torch.full(comp_ids.shape, -1.0),
-        "num_items_in_batch": torch.tensor(2 * G * T),
-    }
     trainer.model.train()
-    trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop; we call the loss directly
-
-    def loss_and_grads(b):
-        trainer.model.zero_grad()
-        loss = trainer._compute_loss(trainer.model, {k: v.clone() for k, v in b.items()})
-        loss.backward()
-        g = [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
-        return loss.item(), g
-
+    trainer.current_gradient_accumulation_steps = 1
+    G = 2
+    batch = _loss_batch(trainer, G=G)
+    w = torch.tensor([0.0, 0.0, 1.0, 1.0])
     other_ref = dict(batch, ref_per_token_logps=batch["ref_per_token_logps"].clone())
     other_ref["ref_per_token_logps"][:G] = -5.0  # change only the all-equal group's reference
-    l1, _ = loss_and_grads(batch)
-    l2, _ = loss_and_grads(other_ref)
-    assert abs(l1 - l2) > 1e-3  # unmasked: the zero-advantage group still contributes (KL)
+    full = _loss(trainer, batch, trl=True)
+    assert abs(full - _loss(trainer, other_ref, trl=True)) > 1e-3  # TRL: group 0's KL counts
+    sparse = _loss(trainer, {**batch, KL_WEIGHT_KEY: w})
+    assert sparse == pytest.approx(_loss(trainer, {**other_ref, KL_WEIGHT_KEY: w}), abs=1e-7)
+    # TRL's loss with group 0's KL made exactly 0 (reference = the policy's own log-probs)
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    att = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    with torch.no_grad():
+        logps = trainer._get_per_token_logps_and_entropies(
+            trainer.model, ids, att, batch["completion_ids"].shape[1])[0]
+    self_ref = dict(batch, ref_per_token_logps=batch["ref_per_token_logps"].clone())
+    self_ref["ref_per_token_logps"][:G] = logps[:G]
+    expected = _loss(trainer, self_ref, trl=True)
+    print(f"\nbeta=0.5: TRL loss {full!r}, sparse-KL loss {sparse!r}, TRL with group 0's KL "
+          f"zeroed {expected!r}")
+    assert sparse == pytest.approx(expected, abs=1e-6) and abs(sparse - full) > 1e-3
+    assert trainer.beta == 0.5  # restored after the call
 
-    masked = {k: v.clone() for k, v in batch.items()}
-    mask_groups(masked, [0], G, 0, trainer.accelerator)
-    masked_other = dict(masked, ref_per_token_logps=other_ref["ref_per_token_logps"])
-    m1, g1 = loss_and_grads(masked)
-    m2, g2 = loss_and_grads(masked_other)
-    assert m1 == pytest.approx(m2, abs=1e-7)  # masked: nothing of group 0 is left
-    assert all(torch.allclose(x, y) for x, y in zip(g1, g2))
-    informative_only = {k: (v[G:] if v.dim() else G * T) for k, v in batch.items()}
-    informative_only["num_items_in_batch"] = torch.tensor(G * T)
-    alone, _ = loss_and_grads(informative_only)
-    assert m1 == pytest.approx(alone, rel=1e-5)
+
+def test_sparse_kl_weights_reach_the_batch_from_accuracy(tmp_path, model_path):
+    """In a real step, a group whose accuracy is all equal gets KL weight 0 even when its
+    format reward varies; its completion mask and the batch's token count are TRL's."""
+    items = build_pool(tmp_path, n=3)
+    store = open_pool(tmp_path, create=False)
+    flat = functools.update_wrapper(functools.partial(scripted_accuracy, pattern={
+        it.id: [0.0] for it in items}), scripted_accuracy)
+    trainer = CurriculumGRPOTrainer(
+        model_path, args=_args(tmp_path / "out", "adacurl", max_steps=1,
+                               accuracy_reward="scripted_accuracy"),
+        data=PoolData.from_pool(store), reward_funcs=[flat, _positional([0.0, 1.0])])
+    batches = []
+    real = trainer._generate_and_score_completions
+
+    def keep(inputs):
+        out = real(inputs)
+        batches.append({k: (v.clone() if torch.is_tensor(v) else v) for k, v in out.items()})
+        return out
+
+    trainer._generate_and_score_completions = keep
+    trainer.train()
+    out = batches[0]
+    assert out[KL_WEIGHT_KEY].tolist() == [0.0] * 4
+    assert out["advantages"].abs().sum() > 0  # the format reward still trains the group
+    assert out["num_items_in_batch"] == out["completion_mask"].sum() > 0
+    vcrl = CurriculumGRPOTrainer(model_path, args=_args(tmp_path / "o2", "vcrl", beta=0.04),
+                                 data=PoolData.from_pool(store))
+    assert not vcrl.uses_sparse_kl  # AdaCuRL modes only
 
 
 @pytest.mark.full  # heavy: make test-all / CI
@@ -527,3 +627,110 @@ def test_ten_steps_each_mode(tmp_path, model_path, mode):
     assert [x["step"] for x in logs] == list(range(1, 11))
     print(f"\n{mode}: {time.monotonic() - t0:.0f} s; informative per step "
           f"{[round(x['curriculum/informative_frac'], 2) for x in logs]}")
+
+
+_KILL_DRIVER = r"""
+import os, signal, sys
+from teachloop.training.trainer import CurriculumGRPOTrainer
+from trl import GRPOTrainer
+pool, point, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if point == "after_log":  # step 2 logged and its stats in the pool, no checkpoint yet
+    real = CurriculumGRPOTrainer._save_checkpoint
+    def save(self, model, trial):
+        if self.state.global_step == 2: die()
+        return real(self, model, trial)
+    CurriculumGRPOTrainer._save_checkpoint = save
+elif point == "mid_save":  # checkpoint-2 half written: model saved, no trainer_state.json
+    real = GRPOTrainer._save_optimizer_and_scheduler
+    def save(self, out):
+        if self.state.global_step == 2: die()
+        return real(self, out)
+    GRPOTrainer._save_optimizer_and_scheduler = save
+elif point == "after_save":  # checkpoint-2 complete, checkpoint-1 rotated away
+    real = CurriculumGRPOTrainer._save_checkpoint
+    def save(self, model, trial):
+        real(self, model, trial)
+        if self.state.global_step == 2: die()
+    CurriculumGRPOTrainer._save_checkpoint = save
+from teachloop.train import main
+main(pool, mode="adacurl", max_steps=3, num_generations=4, batch_size=4, max_completion_length=8,
+     save_steps=1, save_final=False, resume=resume, extra_args={"save_total_limit": 1})
+"""
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("point", ["after_log", "mid_save", "after_save"])
+def test_kill_9_at_any_point_of_a_step_then_resume_counts_each_step_once(tmp_path, point):
+    """kill -9 during step 2 (after its log line, in the middle of its checkpoint, right after
+    it), then --resume: the training log, the pool's training stats and the curriculum state
+    each hold steps 1..3 exactly once."""
+    import subprocess
+    import sys
+
+    build_pool(tmp_path, n=6)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    run = [sys.executable, "-c", _KILL_DRIVER, str(tmp_path), point]
+    first = subprocess.run(run + ["0"], env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == -9, first.stderr[-2000:]
+    out = tmp_path / "train-adacurl"
+    steps_before = [json.loads(x).get("step") for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert 2 in steps_before  # step 2 was logged before the kill
+    second = subprocess.run(run[:-1] + ["none", "1"], env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert second.returncode == 0, second.stderr[-2000:]
+    recs = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if "step" in r] == [1, 2, 3]
+    store = open_pool(tmp_path, create=False)
+    assert sum(it.train_attempts for it in store.query()) == 3 * 4  # 3 steps x one group of G=4
+    state = json.loads((out / "checkpoint-3" / CURRICULUM_STATE_FILE).read_text())
+    assert state["adacurl"]["last_step"] == 2 and state["sampler"]["draws"] == 3
+    assert state["generations"] == 3
+
+
+def test_coarse_stage_picks_the_bucketed_items_at_the_ratios(tmp_path, model_path):
+    store = open_pool(tmp_path)
+    items = _items(10, seed=3)
+    store.insert_many(items)
+    # probed 5 times: 4 items at 1/5 correct (G1), 3 at 3/5 (G2), 3 at 4/5 (G3)
+    correct = [1] * 4 + [3] * 3 + [4] * 3
+    store.record_many([(it.id, 5, float(c)) for it, c in zip(items, correct)])
+    trainer = CurriculumGRPOTrainer(
+        model_path, args=_args(tmp_path / "out", "adacurl", adacurl_config={
+            "num_buckets": 2, "coarse_size": 5, "coarse_ratios": [0.2, 0.4, 0.4]}),
+        data=PoolData.from_pool(store))
+    bucketed = [i for b in trainer.scheduler.buckets for i in b]
+    by_c = collections.Counter(correct[[it.id for it in items].index(i)] for i in bucketed)
+    assert by_c == {1: 1, 3: 2, 4: 2}  # 5 items at 0.2/0.4/0.4
+
+
+@pytest.mark.full  # 5 real steps plus a re-measurement: ~90 s on 2 cores
+def test_re_adacurl_remeasures_drops_easy_items_and_restarts(tmp_path, model_path):
+    """K = 1 (every bucket merged from the start), 3 items, one group per step: steps 0-2 are
+    one pass; before step 3 the active items are re-measured with the policy. Item a is
+    always right (difficulty 0 < 0.2: dropped), b and c 1 of 4 (0.75): kept and re-bucketed."""
+    store = open_pool(tmp_path)
+    items = _items(3, seed=7)
+    store.insert_many(items)
+    store.record_many([(it.id, 10, 5.0) for it in items])
+    a, b, c = (it.id for it in items)
+    pattern = {a: [1.0], b: [1.0, 0.0, 0.0, 0.0], c: [0.0, 0.0, 0.0, 1.0]}
+    acc = functools.update_wrapper(functools.partial(scripted_accuracy, pattern=pattern),
+                                   scripted_accuracy)
+    trainer = CurriculumGRPOTrainer(
+        model_path, args=_args(tmp_path / "out", "adacurl", max_steps=5, max_completion_length=8,
+                               accuracy_reward="scripted_accuracy",
+                               adacurl_config={"num_buckets": 1, "re_passes": 1}),
+        data=PoolData.from_pool(store), reward_funcs=[acc])
+    trainer.train()
+    assert [h["drawn"][0] for h in trainer.history[:3]] and \
+        {h["drawn"][0] for h in trainer.history[:3]} == {a, b, c}  # one pass
+    assert len(trainer.re_log) == 1 and trainer.re_log[0]["step"] == 3
+    assert trainer.re_log[0]["dropped"] == [a] and trainer.scheduler.round == 1
+    assert trainer.scheduler.buckets == [sorted([b, c])] and trainer.scheduler.difficulty == {b: 0.75, c: 0.75}
+    assert {h["drawn"][0] for h in trainer.history[3:]} <= {b, c}
+    assert trainer.history[3]["adacurl/re_round"] == 1.0
+    assert store.get(a).bucket is None and store.get(a).attempts == 10  # probe stats untouched

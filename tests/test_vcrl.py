@@ -17,6 +17,8 @@ from teachloop.curriculum.vcrl import (
     MemoryBank,
     VCRLConfig,
     VCRLState,
+    describe_keeps,
+    kept_counts,
     max_unbiased_variance,
     select_batch,
     variance_score,
@@ -317,3 +319,20 @@ def test_curriculum_modules_stay_pure_python():
             "bad = [m for m in ('torch', 'trl', 'langgraph', 'numpy', 'transformers') "
             "if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_kappa_keeps_depend_on_group_size():
+    """METHODS.md §2: at G = 4, κ = 0.8 keeps only k = 2 (p(1) = 0.75); at G = 8, k = 3..5
+    (p(2) = 0.75, p(3) = 15/16)."""
+    table = {(G, kappa): kept_counts(kappa, G) for G in (4, 8) for kappa in (0.3, 0.8)}
+    print("\n" + "\n".join(f"G={G} κ={k}: keeps k={v[0]}..{v[1]}" for (G, k), v in table.items()))
+    assert table == {(4, 0.3): (1, 3), (4, 0.8): (2, 2), (8, 0.3): (1, 7), (8, 0.8): (3, 5)}
+    assert kept_counts(0.75, 4) == (1, 3)  # p(1) = 0.75 exactly: kept (p >= κ)
+    assert kept_counts(0.0, 4) == (0, 4)
+    assert kept_counts(1.01, 4) is None  # only a κ above 1 keeps nothing with binary rewards
+    keeps = VCRLConfig().keeps(4)
+    assert keeps["warmup"] == {"kappa": 0.3, "steps": "0..19", "k_min": 1, "k_max": 3}
+    assert keeps["after"] == {"kappa": 0.8, "steps": "20..", "k_min": 2, "k_max": 2}
+    assert VCRLConfig(warmup_steps=0).keeps(8)["warmup"] is None
+    assert describe_keeps(keeps) == ("κ 0.3 (steps 0..19) keeps k = 1..3 of G = 4; "
+                                     "κ 0.8 (steps 20..) keeps k = 2..2 of G = 4")

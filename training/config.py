@@ -21,7 +21,7 @@ from typing import Any
 from trl import GRPOConfig
 
 from teachloop.curriculum.adacurl import AdaCuRLConfig
-from teachloop.curriculum.vcrl import VCRLConfig
+from teachloop.curriculum.vcrl import VCRLConfig, describe_keeps
 
 __all__ = ["MODES", "CurriculumGRPOConfig"]
 
@@ -47,7 +47,8 @@ def _as_dict(name: str, value: dict | str | None) -> dict[str, Any]:
 class CurriculumGRPOConfig(GRPOConfig):
     """``GRPOConfig`` with VCRL selection + replay and AdaCuRL buckets (METHODS.md §2–3)."""
 
-    _VALID_DICT_FIELDS = GRPOConfig._VALID_DICT_FIELDS + ["vcrl_config", "adacurl_config"]
+    _VALID_DICT_FIELDS = GRPOConfig._VALID_DICT_FIELDS + ["vcrl_config", "adacurl_config",
+                                                          "vcrl_keeps"]
 
     curriculum_mode: str = field(default="vcrl+adacurl", metadata={
         "help": "grpo: plain TRL GRPO (the trainer only observes: metrics and pool stats); "
@@ -60,7 +61,8 @@ class CurriculumGRPOConfig(GRPOConfig):
                 "unset keys keep the METHODS.md §2 defaults"})
     adacurl_config: dict | str | None = field(default=None, metadata={
         "help": "keyword arguments of teachloop.curriculum.adacurl.AdaCuRLConfig (num_buckets, gamma, "
-                "window, min_samples, cs_floor, format_steps, fine_low, fine_high, ...); a dict "
+                "window (M, the reward buffer: 512), cs_floor, format_steps, fine_low, fine_high, "
+                "...); a dict "
                 "or a JSON string; unset keys keep the METHODS.md §3 defaults"})
     accuracy_reward: str = field(default="correctness_reward", metadata={
         "help": "name of the reward function whose values are the binary accuracy that VCRL's "
@@ -68,12 +70,16 @@ class CurriculumGRPOConfig(GRPOConfig):
                 "the pool's stats read (other reward functions, e.g. format, only shape the "
                 "advantage)"})
     sparse_kl: bool = field(default=True, metadata={
-        "help": "AdaCuRL sparse KL: a group whose total rewards are all equal is removed from "
-                "the loss (its KL term included) by zeroing its completion mask, so its tokens "
-                "also leave the loss normaliser; ignored in grpo mode"})
+        "help": "AdaCuRL sparse KL (AdaCuRL modes, beta > 0): no KL term for a group whose "
+                "accuracy rewards are all equal; its policy-gradient term and its tokens in the "
+                "loss normaliser stay as TRL computes them; ignored in grpo and vcrl modes"})
     ref_reset_at_merge: bool = field(default=True, metadata={
         "help": "AdaCuRL adaptive reference: π_ref ← π_θ at every bucket merge (TRL's ref "
                 "sync with α = 1); needs beta > 0, else there is no reference model"})
+    vcrl_keeps: dict | str | None = field(default=None, metadata={
+        "help": "derived, not set by hand: the smallest and largest correct counts k of G that "
+                "each κ phase keeps (warm-up and after), so a config dump says what κ means at "
+                "this G; None outside the VCRL modes"})
     pool_refresh_steps: int = field(default=0, metadata={
         "help": "every this many generation batches, load items the teacher added to the pool "
                 "since the start (measured ones; AdaCuRL puts each in the bucket its "
@@ -89,7 +95,17 @@ class CurriculumGRPOConfig(GRPOConfig):
         if self.pool_refresh_steps < 0:
             raise ValueError(f"pool_refresh_steps must be >= 0, got {self.pool_refresh_steps}; "
                              "set 0 to never reload the pool")
+        self.vcrl_keeps = None
         if self.uses_vcrl:
+            keeps = self.vcrl().keeps(self.num_generations)
+            for name in ("warmup", "after"):
+                ph = keeps[name]
+                if ph is not None and ph["k_min"] is None:
+                    raise ValueError(f"vcrl κ={ph['kappa']} keeps no group of G="
+                                     f"{self.num_generations} binary rewards (largest p is 1 at "
+                                     f"k={self.num_generations // 2}); lower κ")
+            self.vcrl_keeps = keeps
+            log.info("VCRL: %s", describe_keeps(keeps))
             if self.world_size > 1:
                 raise ValueError(
                     "VCRL's on-policy refill re-rolls a variable number of groups, which only one "
@@ -104,6 +120,9 @@ class CurriculumGRPOConfig(GRPOConfig):
                     "VCRL splices re-rolled groups into the batch, so a batch-level reward std "
                     "would mix two batches; set scale_rewards='group' or 'none'")
         if self.uses_adacurl:
+            if self.adacurl().re_passes and self.world_size > 1:
+                raise ValueError("Re-AdaCuRL re-measures the active items in one process; launch "
+                                 "one process or set adacurl_config re_passes=0")
             if self.sync_ref_model:
                 raise ValueError(
                     "AdaCuRL resets the reference model itself at each bucket merge; set "

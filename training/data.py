@@ -4,8 +4,9 @@ What is covered:
 
 - :class:`PoolData` — the pool's items as TRL rows ``{"prompt": [chat], "item_id": id}``
   (the reward functions look the item up by ``item_id``); a ``datasets.Dataset`` of every
-  item for the plain ``grpo`` baseline; per-item stats written back with
-  ``PoolStore.record_many`` so the teacher sees the trainer's rollouts; items the teacher
+  item for the plain ``grpo`` baseline; per-item training stats written back with
+  ``PoolStore.record_many(kind="train")``, apart from the probe stats that difficulty is
+  read from; items the teacher
   added during training picked up by :meth:`PoolData.refresh`.
 - :class:`ItemSampler` — which items the next generation batch trains on, drawn from the
   *current* active set (AdaCuRL's merged buckets, or every item): passes without
@@ -109,9 +110,11 @@ class PoolData:
                 if self.items[i].difficulty is not None}
 
     def record(self, updates: Sequence[tuple[str, int, float]], once_key: str | None = None) -> int:
-        """Add ``(id, attempts, successes)`` to the pool in one transaction (at most once per
-        ``once_key``, see ``PoolStore.record_many``)."""
-        return self.store.record_many([u for u in updates if u[0] != _SLOT_ID], once_key=once_key)
+        """Add training rollouts ``(id, attempts, successes)`` to the pool's *training* stats
+        in one transaction (at most once per ``once_key``, see ``PoolStore.record_many``);
+        the probe stats that difficulty is read from are left alone."""
+        return self.store.record_many([u for u in updates if u[0] != _SLOT_ID],
+                                      once_key=once_key, kind="train")
 
     def ensure(self, item_ids: Iterable[str]) -> None:
         """Load items by id that are not held yet (a resumed run's buckets may name items

@@ -3,13 +3,20 @@
 A thin adapter (DESIGN.md "Trainer"): the curriculum decisions live in ``curriculum/``
 (``vcrl.py``, ``adacurl.py``: pure Python, tested without torch); this module only feeds
 them rewards and applies their decisions to TRL's batch. TRL is pinned (``trl>=1.16,<1.17``)
-and four methods are extended, each calling TRL's own, none copied:
+and five methods are extended, each calling TRL's own, none copied:
 
 =====================================  ==============================================================
 ``_calculate_rewards``                 keeps the gathered per-function rewards of the batch just scored
 ``_generate_and_score_completions``    binds items to the rows before generation (see
-                                       ``training/data.py`` on read-ahead), then applies VCRL,
-                                       AdaCuRL and sparse KL to the scored batch
+                                       ``training/data.py`` on read-ahead), then applies VCRL
+                                       and AdaCuRL to the scored batch and adds the per-row
+                                       sparse-KL weight ``kl_weight`` to TRL's batch dict (TRL's
+                                       shuffle and split carry it with its row)
+``compute_loss``                       sparse KL: for one call ``self.beta`` becomes a
+                                       :class:`RowBeta`, so TRL's single product
+                                       ``self.beta * per_token_kl`` reads ``beta · w[row] · KL``;
+                                       the policy term, masks and normaliser are TRL's own (a
+                                       count of the products catches a TRL change)
 ``_save_checkpoint``                   writes ``curriculum_state.json`` beside TRL's checkpoint
 ``_load_optimizer_and_scheduler``      reads it back on resume (TRL restores its entropy
                                        controller the same way)
@@ -22,8 +29,9 @@ Per generation batch (training only; evaluation is TRL's, untouched):
 
 1. **Bind** (curriculum modes): draw ``generation_batch_size / G`` item ids from the active
    set (every item, or AdaCuRL's merged buckets) and build the rows; TRL generates and scores.
-2. **Pool stats**: ``(id, G, successes)`` per rolled-out group, written to the pool in one
-   transaction, in every mode including ``grpo``, so the teacher sees the trainer's rollouts.
+2. **Pool stats**: ``(id, G, successes)`` per rolled-out group, written to the pool's
+   *training* stats in one transaction, in every mode including ``grpo``. They never move
+   an item's difficulty: difficulty and buckets read the probe stats only (METHODS.md §3).
 3. **VCRL** (arXiv 2509.19803): groups with variance score ``p < κ`` (on the accuracy reward)
    are dropped; the memory bank names refill items, which are **re-rolled on-policy** by a
    second call of TRL's generation + scoring and spliced into the dropped groups' rows, so
@@ -32,10 +40,12 @@ Per generation batch (training only; evaluation is TRL's, untouched):
    ``AdaCuRLScheduler.observe``; at a merge, π_ref ← π_θ with TRL's
    ``SyncRefModelCallback.sync_target_model(..., alpha=1)``. The very next draw is made
    over the enlarged active set.
-5. **Sparse KL**: a group whose total rewards are all equal has zero advantage, so its
-   policy term vanishes, but TRL still adds ``beta * KL`` for its tokens. Zeroing its
-   ``completion_mask`` (as TRL's own ``mask_truncated_completions`` does for truncated
-   completions) removes it from the loss, KL included; ``num_items_in_batch`` is recounted.
+5. **Sparse KL** (AdaCuRL modes with beta > 0): a group whose *accuracy* rewards are all
+   equal gets KL weight 0 on its rows; only its KL term goes (``compute_loss`` above). Its
+   policy term (zero when every reward is equal, the format reward can still move it) and
+   its tokens in TRL's loss normaliser stay, so the effective learning rate is the same as
+   plain GRPO's. ``tests/test_trainer.py`` checks that with beta = 0 the loss is TRL's, bit
+   for bit, and that with beta > 0 it equals TRL's loss with that group's KL made zero.
 
 Where this departs from the papers or from TRL:
 
@@ -43,11 +53,19 @@ Where this departs from the papers or from TRL:
   new ``p`` updates their bank priority. TRL's own logged ``reward``/``frac_reward_zero_std``
   then average the first roll and the refill roll; ``curriculum/informative_frac`` is the
   exact fraction of groups in the batch that trains.
-- The pass over the active set is uniform (AdaCuRL samples D_c uniformly); Re-AdaCuRL
-  (re-estimate and re-bucket after a pass) is available in ``curriculum/adacurl.py`` but the
-  trainer does not trigger it.
-- Pool stats are written when a batch is scored, at most once per (output dir, step, call):
-  steps re-run after a resume from a checkpoint are not counted again in the pool.
+- The pass over the active set is uniform (AdaCuRL samples D_c uniformly). The coarse
+  stage (``adacurl_config.coarse_size``) bins by the pool's probe stats scaled to 5
+  attempts, not 5 fresh rollouts; fine difficulty reads the same probe stats, not N = 100
+  rollouts. Re-AdaCuRL (``adacurl_config.re_passes``) re-measures with one group of G
+  rollouts per active item through TRL's generation; those rollouts are not trained on,
+  not written to the pool, and TRL's per-step reward metrics of that step include them.
+  See ``curriculum/adacurl.py`` for what "a full pass" means here.
+- Exactly once across a kill -9 at any point of a step: pool training stats are written
+  when a batch is scored, at most once per (output dir, step, call), so steps re-run after a
+  resume are not counted again (the first run's rollouts of a re-run step are the ones
+  counted); the curriculum state lives in the checkpoint, written before transformers'
+  files, and :func:`last_complete_checkpoint` skips a checkpoint a kill cut short;
+  ``teachloop train --resume`` truncates ``train_log.jsonl`` to the checkpoint's step.
 
 Not covered: VCRL with several training processes (the config refuses it); multimodal
 batches (the splice refuses unknown keys); PEFT with AdaCuRL's reference reset (TRL has no
@@ -57,8 +75,10 @@ separate reference model under PEFT).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import random
 import time
 import warnings
 from collections.abc import Sequence
@@ -70,7 +90,14 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.trainer.callbacks import SyncRefModelCallback
 
-from teachloop.curriculum.adacurl import AdaCuRLScheduler, MergeEvent, filter_fine
+from teachloop.curriculum.adacurl import (
+    AdaCuRLScheduler,
+    MergeEvent,
+    coarse_bin,
+    coarse_correct,
+    coarse_select,
+    filter_fine,
+)
 from teachloop.curriculum.vcrl import VCRLState, variance_score
 from teachloop.training.config import CurriculumGRPOConfig
 from teachloop.training.data import ItemSampler, PoolData
@@ -80,7 +107,10 @@ from teachloop.training.rewards import make_correctness_reward, make_format_rewa
 # uses the old names, so every run printed four FutureWarnings the user can do nothing about.
 warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)
 
-__all__ = ["CURRICULUM_STATE_FILE", "CurriculumGRPOTrainer", "SPLICE_KEYS"]
+log = logging.getLogger(__name__)
+
+__all__ = ["CURRICULUM_STATE_FILE", "KL_WEIGHT_KEY", "CurriculumGRPOTrainer", "RowBeta", "SPLICE_KEYS",
+           "kl_weights", "last_complete_checkpoint"]
 
 CURRICULUM_STATE_FILE = "curriculum_state.json"
 
@@ -116,6 +146,8 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         self.scheduler = self._build_scheduler(args) if args.uses_adacurl else None
         self.item_sampler = ItemSampler(args.seed)
         self.merge_log: list[MergeEvent] = []
+        self.re_log: list[dict[str, Any]] = []  # Re-AdaCuRL rounds
+        self._pass_seen: set[str] = set()  # ids drawn since every bucket was merged
         self.history: list[dict[str, Any]] = []  # one record per training generation batch
         self._last_rewards: torch.Tensor | None = None
         self._last_completions: list[str] | None = None
@@ -145,6 +177,15 @@ class CurriculumGRPOTrainer(GRPOTrainer):
     def _build_scheduler(self, args: CurriculumGRPOConfig) -> AdaCuRLScheduler:
         cfg = args.adacurl()
         diffs = self.data.difficulties()
+        if cfg.coarse_size:  # AdaCuRL's coarse stage: bins of correct-of-5, drawn at ρ
+            counts = {i: coarse_correct(self.data.items[i].successes, self.data.items[i].attempts)
+                      for i in diffs}
+            chosen = coarse_select(counts, cfg.coarse_size, random.Random(args.seed),
+                                   cfg.coarse_ratios)
+            by_bin = [sum(coarse_bin(counts[i]) == b for i in chosen) for b in range(3)]
+            log.info("AdaCuRL coarse stage: %d of %d measured items, G1/G2/G3 = %s",
+                     len(chosen), len(diffs), by_bin)
+            diffs = {i: diffs[i] for i in chosen}
         kept = filter_fine(diffs, cfg.fine_low, cfg.fine_high)
         if len(kept) < cfg.num_buckets:
             raise ValueError(
@@ -200,10 +241,13 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         if self.args.pool_refresh_steps and self._generations \
                 and self._generations % self.args.pool_refresh_steps == 0:
             self.refresh_items()
+        re_extra = self._maybe_re_adacurl() if self.scheduler is not None else {}
         # ---- bind: the items of this batch are drawn now, from the current active set
         n_groups = self.args.generation_batch_size // G
         ids = self.item_sampler.draw(n_groups, self.active_ids())
         drawn = list(ids)
+        if self.scheduler is not None and self.scheduler.all_merged:
+            self._pass_seen.update(drawn)
         local = len(inputs)
         start = self.accelerator.process_index * local
         rows = self.data.rows(ids, G)[start:start + local]
@@ -217,7 +261,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         informative_rolled = informative_fraction(acc)
         rolled = list(zip(ids, acc))  # every group rolled out this step: AdaCuRL's evidence
         masked: set[int] = set()
-        extra: dict[str, float] = {}
+        extra: dict[str, float] = dict(re_extra)
 
         # ---- VCRL: drop p < κ, refill from the bank with on-policy re-rolls
         if self.vcrl_state is not None:
@@ -265,17 +309,89 @@ class CurriculumGRPOTrainer(GRPOTrainer):
                           "adacurl/n_active": float(self.scheduler.n_active),
                           "adacurl/merges": float(len(self.scheduler.merges))})
 
-        # ---- sparse KL: all-equal groups leave the loss, KL term included
-        if self.args.sparse_kl:
-            masked.update(g for g, t in enumerate(tot) if not _varies(t))
-        if masked:
+        if masked:  # VCRL drops the bank could not refill leave the loss
             mask_groups(out, sorted(masked), G, start, self.accelerator)
+        # ---- sparse KL: no KL term for groups whose accuracy rewards are all equal
+        if self.uses_sparse_kl:
+            no_kl = [g for g, a in enumerate(acc) if not _varies(a)]
+            out[KL_WEIGHT_KEY] = kl_weights(no_kl, n_groups, G, start, len(inputs),
+                                            out["advantages"].device)
+            extra["adacurl/kl_groups_frac"] = 1.0 - len(no_kl) / n_groups
         informative = sum(_varies(a) for g, a in enumerate(acc) if g not in masked) / n_groups
         extra["curriculum/masked_groups"] = float(len(masked))
         self._generations += 1
         self._log_step(ids, informative, informative_rolled,
                        overhead + time.perf_counter() - t0, extra, drawn=drawn)
         return out
+
+    def _maybe_re_adacurl(self) -> dict[str, float]:
+        """Re-AdaCuRL (arXiv 2511.09478): once every bucket is merged and every active item
+        has been drawn since, re-measure the active items with the current policy (one group
+        of G rollouts each, TRL's own generation and scoring), drop difficulty <
+        ``re_drop_below``, re-bucket and restart the curriculum (cs ← 0, B_0 only). At most
+        ``re_passes`` rounds; a round that would keep fewer than K items is skipped."""
+        s, cfg = self.scheduler, self.scheduler.config
+        if not cfg.re_passes or s.round >= cfg.re_passes or not s.all_merged:
+            return {}
+        active = s.active_items()
+        if not set(active) <= self._pass_seen:
+            return {}
+        t0 = time.perf_counter()
+        G = self.num_generations
+        super()._generate_and_score_completions(self.data.rows(active, G))
+        acc, _ = self._split_rewards(self._last_rewards, len(active))
+        new = {i: 1.0 - sum(a) / len(a) for i, a in zip(active, acc)}
+        self._pass_seen = set()
+        kept = sum(d >= cfg.re_drop_below for d in new.values())
+        step = self.state.global_step
+        if kept < s.num_buckets:
+            s.round += 1
+            event = {"step": step, "round": s.round, "skipped": True, "measured": len(new),
+                     "kept": kept}
+            log.warning("Re-AdaCuRL round %d at step %d skipped: %d of %d items keep difficulty "
+                        ">= %g, fewer than K=%d", s.round, step, kept, len(new),
+                        cfg.re_drop_below, s.num_buckets)
+        else:
+            dropped = s.re_bucket(new)
+            self._write_buckets()
+            event = {"step": step, "round": s.round, "skipped": False, "measured": len(new),
+                     "kept": kept, "dropped": list(dropped),
+                     "sizes": [len(b) for b in s.buckets]}
+            log.warning("Re-AdaCuRL round %d at step %d: re-measured %d items with the current "
+                        "policy, dropped %d (difficulty < %g), buckets %s; cs reset to 0",
+                        s.round, step, len(new), len(dropped), cfg.re_drop_below, event["sizes"])
+        self.re_log.append(event)
+        return {"adacurl/re_round": float(s.round), "adacurl/re_kept": float(kept),
+                "adacurl/re_s": time.perf_counter() - t0}
+
+    @property
+    def uses_sparse_kl(self) -> bool:
+        """AdaCuRL's sparse KL is on: an AdaCuRL mode, ``sparse_kl`` and a KL term (beta ≠ 0)."""
+        return self.args.uses_adacurl and self.args.sparse_kl and self.beta != 0.0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """TRL's loss, with the KL term of each row weighted by ``inputs[KL_WEIGHT_KEY]``.
+
+        TRL 1.16 adds the KL term as ``per_token_loss + self.beta * per_token_kl`` (the only
+        product with ``self.beta`` in ``_compute_loss``). For this call ``self.beta`` is a
+        :class:`RowBeta`, whose product is ``beta · w[row] · per_token_kl``; everything else
+        (policy term, masks, normaliser, metrics) is TRL's own. Rows without a weight (TRL's
+        evaluation batches) get TRL's loss unchanged.
+        """
+        w = inputs.get(KL_WEIGHT_KEY) if isinstance(inputs, dict) else None
+        if w is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = {k: v for k, v in inputs.items() if k != KL_WEIGHT_KEY}
+        beta, row_beta = self.beta, RowBeta(self.beta, w)
+        self.beta = row_beta
+        try:
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            self.beta = beta
+        if beta != 0.0 and row_beta.applied != 1:
+            raise RuntimeError("TRL's loss no longer adds its KL term as `self.beta * per_token_kl` "
+                               "once per call; re-check CurriculumGRPOTrainer.compute_loss")
+        return loss
 
     # --- pieces --------------------------------------------------------------------
     def _split_rewards(self, rewards_per_func: torch.Tensor | None, n_groups: int
@@ -354,6 +470,8 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             "vcrl": self.vcrl_state.state_dict() if self.vcrl_state is not None else None,
             "adacurl": self.scheduler.state_dict() if self.scheduler is not None else None,
             "generations": self._generations,
+            "re_pass_seen": sorted(self._pass_seen),
+            "re_log": self.re_log,
         }
 
     def load_curriculum_state_dict(self, state: dict[str, Any]) -> None:
@@ -368,18 +486,24 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             self.data.ensure(self.vcrl_state.bank.ids())
         self.item_sampler.load_state_dict(state["sampler"])
         self._generations = int(state["generations"])
+        self._pass_seen = set(state.get("re_pass_seen", []))
+        self.re_log = list(state.get("re_log", []))
         self.merge_log = list(self.scheduler.merges) if self.scheduler is not None else []
         self._write_buckets()
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+        # Written first: TRL/transformers write trainer_state.json near the end and then delete
+        # older checkpoints, so a checkpoint with a readable trainer_state.json also holds the
+        # curriculum state (see last_complete_checkpoint), whatever the moment of a kill.
         if self.args.should_save:
             folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             path = os.path.join(self._get_output_dir(trial=trial), folder, CURRICULUM_STATE_FILE)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = path + ".tmp"
             with open(tmp, "w") as f:
                 json.dump(self.curriculum_state_dict(), f)
             os.replace(tmp, path)
+        super()._save_checkpoint(model, trial)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -391,6 +515,33 @@ class CurriculumGRPOTrainer(GRPOTrainer):
                              "CurriculumGRPOTrainer, so the curriculum cannot resume from it")
         with open(path) as f:
             self.load_curriculum_state_dict(json.load(f))
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike[str]) -> str | None:
+    """The newest ``checkpoint-N`` in ``output_dir`` that a kill did not cut short: its
+    ``trainer_state.json`` (written last by transformers) and ``curriculum_state.json``
+    (written first, above) both parse. ``transformers.trainer_utils.get_last_checkpoint``
+    returns the newest folder even when a kill -9 left it half written."""
+    from transformers.trainer import TRAINER_STATE_NAME
+
+    root = os.fspath(output_dir)
+    if not os.path.isdir(root):
+        return None
+    steps = []
+    for name in os.listdir(root):
+        head, _, n = name.rpartition("-")
+        if head == PREFIX_CHECKPOINT_DIR and n.isdigit():
+            steps.append(int(n))
+    for n in sorted(steps, reverse=True):
+        ckpt = os.path.join(root, f"{PREFIX_CHECKPOINT_DIR}-{n}")
+        try:
+            for name in (TRAINER_STATE_NAME, CURRICULUM_STATE_FILE):
+                with open(os.path.join(ckpt, name)) as f:
+                    json.load(f)
+        except (OSError, ValueError):
+            continue
+        return ckpt
+    return None
 
 
 def _completion_text(c: Any) -> str:
@@ -473,6 +624,52 @@ def mask_groups(out: dict[str, Any], groups: Sequence[int], G: int, start: int, 
                 cm[r - start] = 0
     loss_mask = cm * out["tool_mask"] if "tool_mask" in out else cm
     out["num_items_in_batch"] = accelerator.gather(loss_mask.sum()).sum()
+
+
+KL_WEIGHT_KEY = "kl_weight"  # per-row KL weight the curriculum adds to TRL's batch dict
+
+
+class RowBeta:
+    """``beta`` with a per-row weight: ``RowBeta(beta, w) * t == beta * w[:, None] * t``.
+
+    Stands in for ``GRPOTrainer.beta`` during one loss call (:meth:`CurriculumGRPOTrainer.
+    compute_loss`): TRL compares it with 0.0 (``!=`` answers as ``beta`` would) and
+    multiplies it into ``per_token_kl`` of shape (rows, tokens). ``applied`` counts the
+    products, so a TRL change that stops using it is noticed.
+    """
+
+    def __init__(self, beta: float, weight: torch.Tensor) -> None:
+        self.beta = float(beta)
+        self.weight = weight
+        self.applied = 0
+
+    def __eq__(self, other: object) -> bool:
+        return self.beta == other
+
+    def __ne__(self, other: object) -> bool:
+        return self.beta != other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __float__(self) -> float:
+        return self.beta
+
+    def __mul__(self, t: torch.Tensor) -> torch.Tensor:
+        self.applied += 1
+        w = self.weight.to(device=t.device, dtype=t.dtype)
+        return self.beta * (w.reshape(-1, *([1] * (t.dim() - 1))) * t)
+
+    __rmul__ = __mul__
+
+
+def kl_weights(no_kl_groups: Sequence[int], n_groups: int, G: int, start: int, local: int,
+               device: Any = None) -> torch.Tensor:
+    """This process's rows (global rows ``start .. start+local−1``) of the per-row KL weight:
+    0 for the rows of ``no_kl_groups`` (global group indices), 1 elsewhere."""
+    w = torch.ones(n_groups * G)
+    for g in no_kl_groups:
+        w[g * G:(g + 1) * G] = 0.0
+    return w[start:start + local].to(device)
 
 
 def informative_fraction(group_rewards: Sequence[Sequence[float]]) -> float:
