@@ -123,6 +123,13 @@ from teachloop.training.config import CurriculumGRPOConfig
 from teachloop.training.data import ItemSampler, PoolData
 from teachloop.training.rewards import make_correctness_reward, make_format_reward
 
+# Offline (HF_HUB_OFFLINE=1, as teachloop's own runs are), transformers >= 5.2 on CUDA still
+# tries to fetch Hub kernels (e.g. kernels-community/rotary) at the first forward when the
+# `kernels` package is installed, and raises; measured on an H200 with transformers 5.25. Use
+# the built-in layers instead, unless the user chose otherwise.
+if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+    os.environ.setdefault("USE_HUB_KERNELS", "NO")
+
 # transformers 5 renamed gradient_checkpointing to activation_checkpointing; TRL 1.16 still
 # uses the old names, so every run printed four FutureWarnings the user can do nothing about.
 warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)
