@@ -47,7 +47,8 @@ caller builds its own pool on its first call and never touches its parent's.  Po
 ``TEACHLOOP_VERIFY_WORKERS`` (default ``min(4, cpu_count)``).  Completions are cut to their
 last ``MAX_SCAN_CHARS`` characters (the answer is at the end; math-verify's regexes are
 linear but not free); a completion with a box before that tail scores 0.0 (a hedge split by
-filler would otherwise hide its first half); golds longer than ``MAX_GOLD_CHARS`` score 0.0.
+filler would otherwise hide its first half), and so does a completion longer than that with no
+box in its tail (its "answer" would be whichever number came last); golds longer than ``MAX_GOLD_CHARS`` score 0.0.
 
 Not covered: word answers ("Yes", "True": math-verify parses none of them; no math family
 has them), multiple-choice letters, unit conversion, degrees vs radians.
@@ -275,8 +276,14 @@ def score_completion(gold: str, completion: str, *, timeout_s: float = 5.0,
         return 0.0
     if require_boxed and not has_boxed(completion):
         return 0.0
-    if has_boxed(completion[:-MAX_SCAN_CHARS]):
-        return 0.0  # a box the scan would not see: it could be the other half of a hedge
+    if len(completion) > MAX_SCAN_CHARS:
+        if has_boxed(completion[:-MAX_SCAN_CHARS]):
+            return 0.0  # a box the scan would not see: it could be the other half of a hedge
+        if not has_boxed(completion[-MAX_SCAN_CHARS:]):
+            # an unboxed answer in a completion this long is a guess among its numbers (200 KB
+            # of "7 7 7 ..." would match gold 7): only a boxed final answer counts there. The
+            # verdict must not depend on whether math-verify happens to time out on it.
+            return 0.0
     try:
         timeout_s = min(max(float(timeout_s), 0.05), _MAX_TIMEOUT_S)
     except (TypeError, ValueError):

@@ -166,13 +166,12 @@ class TeachloopConfig(Section):
 
 
 def apply_process_settings(cfg: TeachloopConfig) -> None:
-    """Settings that act process-wide: the sandbox's isolation requirement (evals/sandbox.py
-    exposes ``set_require_isolation``; older versions without it are left alone)."""
+    """Settings that act process-wide: the sandbox's isolation requirement. ``true`` requires
+    isolation; ``false`` leaves the decision to ``TEACHLOOP_REQUIRE_ISOLATION`` (a config that
+    does not ask for it never overrides an environment that does)."""
     from teachloop.evals import sandbox
 
-    setter = getattr(sandbox, "set_require_isolation", None)
-    if setter is not None:
-        setter(bool(cfg.sandbox.require_isolation))
+    sandbox.set_require_isolation(True if cfg.sandbox.require_isolation else None)
 
 
 # --- YAML: 1.2 floats ------------------------------------------------------------------

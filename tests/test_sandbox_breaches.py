@@ -171,6 +171,7 @@ def test_no_files_left_on_the_host(iso):
 
 
 def test_require_isolation(iso, monkeypatch):
+    monkeypatch.setattr(sb, "_require", None)  # whatever an earlier test's run config set
     monkeypatch.delenv("TEACHLOOP_REQUIRE_ISOLATION", raising=False)
     assert sb.require_isolation() is False
     monkeypatch.setenv("TEACHLOOP_REQUIRE_ISOLATION", "1")
