@@ -16,11 +16,16 @@ The backends themselves are built by agents/build.py and handed over in the runt
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from teachloop.agents.backend_openai import OpenAIBackendConfig
 from teachloop.section import Section, StrList
+
+# the endpoint defaults are the backend's own (one place to change them)
+_OPENAI = {f.name: f.default for f in dataclasses.fields(OpenAIBackendConfig)}
 
 TEACHER_KINDS = ("llm", "procedural", "auto")
 IN_BAND_ACTIONS = ("stop", "harder", "easier")
@@ -48,9 +53,11 @@ class ModelSection(Section):
     extra_body: dict[str, Any] = Field({}, description="backend=openai: extra JSON fields of every "
                                        "request (server-specific, e.g. {chat_template_kwargs: "
                                        "{enable_thinking: false}} for Qwen3 on vLLM, or {top_k: 20})")
-    max_concurrency: int = Field(8, ge=1, description="backend=openai: most requests in flight")
-    timeout_s: float = Field(120.0, gt=0, description="backend=openai: per-request timeout (seconds)")
-    max_retries: int = Field(4, ge=0, description="backend=openai: the openai SDK's retries per "
+    max_concurrency: int = Field(_OPENAI["max_concurrency"], ge=1,
+                                 description="backend=openai: most requests in flight")
+    timeout_s: float = Field(_OPENAI["timeout_s"], gt=0,
+                             description="backend=openai: per-request timeout (seconds)")
+    max_retries: int = Field(_OPENAI["max_retries"], ge=0, description="backend=openai: the openai SDK's retries per "
                              "request (connection errors, timeouts, 408/409/429, 5xx)")
 
 

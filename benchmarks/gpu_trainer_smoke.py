@@ -38,8 +38,7 @@ def build_pool(run_dir: Path, n_items: int, seed: int):
     rng = random.Random(seed)
     # measured difficulties spread over (0, 1), so AdaCuRL has buckets to merge
     stats = [(it.id, 8, float(rng.randint(1, 7))) for it in items]
-    record = getattr(store, "record_probe_many", None) or store.record_many
-    record(stats)
+    store.record_many(stats, kind="probe", policy="synthetic")
     return store
 
 
