@@ -176,6 +176,8 @@ class TeacherLoopConfig(TeacherLoopOptions):
                                        "probing; a run's student.temperature")
     student_max_tokens: int = Field(256, ge=1, description="student max new tokens per attempt; a "
                                     "run's student.max_tokens")
+    student_fewshot: int = Field(0, ge=0, description="solved examples before each probed "
+                                 "question (evals/fewshot.py); a run's student.fewshot")
 
     def replace(self, **changes: Any) -> TeacherLoopConfig:
         """A validated copy with ``changes``."""
@@ -197,4 +199,5 @@ def from_run_config(cfg: Any) -> TeacherLoopConfig:
         **{name: getattr(t, name) for name in TeacherLoopOptions.model_fields},
         attempts=cfg.probe.attempts, families=list(cfg.seeds.families), seed=cfg.run.seed,
         teacher_temperature=t.model.temperature, teacher_max_tokens=t.model.max_tokens,
-        student_temperature=cfg.student.temperature, student_max_tokens=cfg.student.max_tokens)
+        student_temperature=cfg.student.temperature, student_max_tokens=cfg.student.max_tokens,
+        student_fewshot=getattr(cfg.student, "fewshot", 0))

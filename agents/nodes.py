@@ -191,7 +191,7 @@ async def measure(task: MeasureTask, runtime: Runtime[LoopContext]) -> Command[L
         try:
             res = (await aprobe([head], cfg.attempts, ctx.student, fam.score,
                                 temperature=cfg.student_temperature, max_tokens=cfg.student_max_tokens,
-                                score_workers=cfg.score_workers))[0]
+                                score_workers=cfg.score_workers, fewshot=cfg.student_fewshot))[0]
         except BackendError as e:  # the head cannot be measured: its chains end, the run goes on
             why = f"backend: student request failed: {e}"[:300]
             return Command(goto=[Send("route", {**c, "head": task["head"], "head_summary": {},
@@ -441,7 +441,7 @@ async def probe(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Lit
     try:
         res = (await aprobe([item], cfg.attempts, ctx.student, fam.score,
                             temperature=cfg.student_temperature, max_tokens=cfg.student_max_tokens,
-                                score_workers=cfg.score_workers))[0]
+                                score_workers=cfg.score_workers, fewshot=cfg.student_fewshot))[0]
     except BackendError as e:  # failed after its retries: a recorded rejection, the chain goes on
         return _reject(chain, "backend", f"student request failed: {e}"[:300])
     summary = summarise_attempts(res.completions, res.rewards, k=cfg.summary_examples,

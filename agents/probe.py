@@ -5,8 +5,8 @@ ONE ``agenerate`` call with ``n=M``: the local backend turns that into as few ba
 ``model.generate`` calls as its ``max_batch_size`` allows, the OpenAI-compatible backend
 into concurrent requests (bounded by its ``max_concurrency``).
 
-What is covered: any item with ``.id`` and ``.prompt`` (the prompt is sent as a single user
-message, optionally after a system message); any ``score_fn(item, completion_text) ->
+What is covered: any item with ``.id`` and ``.prompt`` (the prompt is sent as a user message,
+optionally after a system message and ``fewshot`` solved examples: ``evals/fewshot.py``); any ``score_fn(item, completion_text) ->
 float`` in [0, 1] (the task-family checkers plug in here); the pass rate ``p`` is the mean
 reward, so partial credit counts proportionally.
 
@@ -95,17 +95,17 @@ async def aprobe(
     stop: Sequence[str] | None = None,
     system_prompt: str | None = None,
     score_workers: int = 0,
+    fewshot: int = 0,
 ) -> list[ProbeResult]:
     """Async ``probe`` (``score_workers``: see the module docstring)."""
     if M < 1:
         raise ValueError(f"M must be >= 1, got {M}")
     if not items:
         return []
-    conversations = []
-    for item in items:
-        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        messages.append({"role": "user", "content": item.prompt})
-        conversations.append(messages)
+    from teachloop.evals.fewshot import student_messages
+
+    conversations = [student_messages(item, fewshot=fewshot, system_prompt=system_prompt)
+                     for item in items]
     outputs: list[list[Completion]] = await backend.agenerate(
         conversations, n=M, temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop
     )
@@ -139,6 +139,7 @@ def probe(
     max_tokens: int = 512,
     stop: Sequence[str] | None = None,
     system_prompt: str | None = None,
+    fewshot: int = 0,
 ) -> list[ProbeResult]:
     """Sample ``M`` attempts per item from ``backend``, score them, return one result per item.
 
@@ -148,5 +149,6 @@ def probe(
         aprobe(
             items, M, backend, score_fn,
             temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=stop, system_prompt=system_prompt,
+            fewshot=fewshot,
         )
     )

@@ -50,8 +50,9 @@ import logging
 import math
 import operator
 import os
+import contextvars
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,9 +266,23 @@ def bench_names() -> list[str]:
     return sorted(_BENCHES) + [p for p in BENCH_PATTERNS if p.split(":")[0] in _PREFIXES]
 
 
-def load_bench(name: str, n_items: int = 16, *, seed: int = 0, exclude_ids: Iterable[str] = ()) -> BenchItems:
+def load_bench(name: str, n_items: int = 16, *, seed: int = 0, exclude_ids: Iterable[str] = (),
+               family_args: Mapping[str, Mapping[str, Any]] | None = None) -> BenchItems:
     """Items of benchmark ``name`` with their scorers; BenchError for an unknown name, an
-    unreadable source, or no items left after ``exclude_ids``."""
+    unreadable source, or no items left after ``exclude_ids``. ``family_args``: per-family
+    config overrides for the ``heldout``/``rg`` benches (a run's ``seeds.family_args``, so
+    held-out items come from the seeds' level)."""
+    token = _FAMILY_ARGS.set(dict(family_args or {}))
+    try:
+        return _load_bench(name, n_items, seed=seed, exclude_ids=exclude_ids)
+    finally:
+        _FAMILY_ARGS.reset(token)
+
+
+_FAMILY_ARGS: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("family_args", default={})
+
+
+def _load_bench(name: str, n_items: int, *, seed: int, exclude_ids: Iterable[str]) -> BenchItems:
     if not isinstance(n_items, int) or n_items < 1:
         raise BenchError(f"the number of items must be >= 1, got {n_items!r}")
     name = (name or "").strip()
@@ -300,7 +315,7 @@ def _family(name: str):
     if name in RG_DATASETS:  # rg:chain_sum -> math.rg.chain_sum
         name = NAME_PREFIX + name
     try:
-        return get_family(name)
+        return get_family(name, **_FAMILY_ARGS.get().get(name, {}))
     except UnknownFamilyError as e:
         raise BenchError(str(e)) from None
 
@@ -528,14 +543,17 @@ def evaluate(
     exclude_ids: Iterable[str] = (),
     backend: Any = None,
     console: Any = None,
+    fewshot: int = 0,
+    family_args: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> EvalResult:
     """Sample ``k`` completions for each of ``n_items`` items of ``bench`` and score them.
 
     ``model`` is a checkpoint directory or ``"embedded"`` (SmolLM2-135M-Instruct); a
     ``LocalBackend`` is built for it (seeded with ``seed``) unless ``backend`` is given, in which
     case ``model`` is only the label stored in the result (a run reuses its loaded model).
-    ``exclude_ids``: item ids never to evaluate on (the run's pool).  Nothing is fetched from a
-    model hub.  Returns the EvalResult; ``save_result`` writes it.
+    ``exclude_ids``: item ids never to evaluate on (the run's pool).  ``fewshot``: solved
+    examples before each question (evals/fewshot.py; their items are never evaluated on).
+    ``family_args``: see ``load_bench``.  Nothing is fetched from a model hub.  Returns the EvalResult; ``save_result`` writes it.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -551,7 +569,13 @@ def evaluate(
     console = console if console is not None else Console(stderr=True)
     label = "embedded" if _is_embedded(model) else str(model)
     t0 = time.perf_counter()
-    items = load_bench(bench, n_items, seed=seed, exclude_ids=exclude_ids)
+    if fewshot > 0:
+        from teachloop.evals.fewshot import fewshot_ids
+
+        fams = [f.strip() for f in bench.partition(":")[2].split(",")] if ":" in bench else []
+        exclude_ids = set(exclude_ids) | fewshot_ids(
+            [f if "." in f else "math.rg." + f for f in fams if f], fewshot)
+    items = load_bench(bench, n_items, seed=seed, exclude_ids=exclude_ids, family_args=family_args)
     scorers = {it.id: sc for it, sc in items}
     own = backend is None
     if own:
@@ -567,7 +591,7 @@ def evaluate(
             for chunk in chunks:
                 results = probe([it for it, _ in chunk], k, backend,
                                 lambda item, text: scorers[item.id](item, text),
-                                temperature=temperature, max_tokens=max_tokens)
+                                temperature=temperature, max_tokens=max_tokens, fewshot=fewshot)
                 for r in results:
                     per_item.append({"id": r.item_id, "n": r.attempts, "c": r.successes})
                     rewards.append(list(r.rewards))

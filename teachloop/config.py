@@ -58,6 +58,28 @@ class SeedsSection(Section):
                               description="task families to draw seed items from (see "
                               "`teachloop families`)")
     per_family: int = Field(8, ge=0, description="seed items drawn per family")
+    family_args: dict[str, dict[str, Any]] = Field(
+        {}, description="per-family config overrides for seeds and held-out evaluation, e.g. "
+        "{math.rg.basic_arithmetic: {start_level: 0}} (see `teachloop families`)")
+
+    @model_validator(mode="after")
+    def _check_args(self) -> SeedsSection:
+        from teachloop.evals.families import UnknownFamilyError, get_family
+
+        for name, args in self.family_args.items():
+            try:
+                get_family(name, **args)
+            except UnknownFamilyError as e:
+                raise ValueError(str(e)) from None
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"seeds.family_args.{name}: {e}") from None
+        return self
+
+
+class StudentSection(ModelSection):
+    fewshot: int = Field(0, ge=0, description="solved examples of the item's family before every "
+                         "question, as chat turns, in probing, training and evaluation "
+                         "(evals/fewshot.py): lets a small student learn the answer format")
 
 
 class ProbeSection(Section):
@@ -83,6 +105,14 @@ class TrainSection(Section):
                             "from the last one); 0 = only at the end")
     num_buckets: int = Field(3, ge=1, description="AdaCuRL difficulty buckets (fewer when the pool "
                              "has too few measured items; the run says so)")
+    completion_budget: int = Field(0, ge=0, description="stop training once this many training "
+                                   "completions (rollouts, VCRL re-rolls included) were generated; "
+                                   "0 = max_steps alone. A study sets it (with a large max_steps) "
+                                   "so every arm generates the same number of completions")
+    difficulty_filter: bool = Field(False, description="train only on the items AdaCuRL would "
+                                    "keep (measured difficulty in its fine band, [0.05, 0.95] by "
+                                    "default), in any mode: with mode=grpo, the ablation 'the "
+                                    "filter alone, without buckets or variance selection'")
     report_to: Literal["none", "tensorboard", "trackio", "wandb"] = Field(
         "none", description="TRL's report_to: also send the training logs to this tracker (the "
         "HTML report reads RUN_DIR/train/train_log.jsonl either way)")
@@ -119,6 +149,19 @@ class EvalSection(Section):
     max_tokens: int = Field(0, ge=0, description="max new tokens per sample; 0 = "
                             "student.max_tokens")
     temperature: float = Field(1.0, ge=0, description="sampling temperature")
+    seed: int = Field(-1, description="held-out item draw and sampling seed; -1 = run.seed (a "
+                      "study fixes it so every arm and seed sees the same items)")
+    before: bool = Field(True, description="evaluate the initial model too (a study evaluates "
+                         "it once for all its runs)")
+    exclude_pool: bool = Field(True, description="draw held-out items around the pool's items; "
+                               "false: a fixed draw, the same for every run (a study drops "
+                               "items that are in any run's pool afterwards)")
+    harder: bool = Field(False, description="also evaluate one knob level up (reasoning-gym "
+                         "families: seeds.family_args start_level + 1) into eval_*_harder.json")
+    curve_every: int = Field(0, ge=0, description="evaluate the policy being trained every N "
+                             "steps on the first curve_items held-out items "
+                             "(RUN_DIR/eval_curve.jsonl); 0 = off")
+    curve_items: int = Field(64, ge=1, description="held-out items of each learning-curve point")
 
 
 class ExportSection(Section):
@@ -143,7 +186,8 @@ class TeachloopConfig(Section):
 
     run: RunSection = Field(default_factory=RunSection, description="run settings")
     seeds: SeedsSection = Field(default_factory=SeedsSection, description="seed items")
-    student: ModelSection = Field(default_factory=ModelSection, description="the student model")
+    student: StudentSection = Field(default_factory=StudentSection,
+                                    description="the student model")
     teacher: TeacherSection = Field(default_factory=TeacherSection,
                                     description="the teacher loop (agents/config.py)")
     probe: ProbeSection = Field(default_factory=ProbeSection, description="probing")

@@ -112,7 +112,7 @@ def seed_items(cfg: Any, store: Any, console: Console) -> int:
     new = 0
     for name in cfg.seeds.families:
         try:
-            fam = get_family(name)
+            fam = get_family(name, **cfg.seeds.family_args.get(name, {}))
         except UnknownFamilyError as e:
             raise UserError(str(e)) from None
         new += store.insert_many(fam.seeds(cfg.seeds.per_family, seed=cfg.run.seed))

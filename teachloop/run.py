@@ -158,7 +158,7 @@ def _probe(cfg: Any, store: PoolStore, backends: Backends, console: Console) -> 
         for i in range(0, len(todo), chunk):
             part = todo[i:i + chunk]
             results = probe(part, M, backend, score, temperature=cfg.student.temperature,
-                            max_tokens=cfg.student.max_tokens)
+                            max_tokens=cfg.student.max_tokens, fewshot=cfg.student.fewshot)
             store.record_many([(r.item_id, r.attempts, sum(r.rewards)) for r in results],
                               policy=student_model_path(cfg) or "embedded")
             bar.advance(task, len(part))
@@ -171,11 +171,40 @@ def eval_bench_name(cfg: Any) -> str:
     return cfg.eval.bench
 
 
+def harder_family_args(cfg: Any) -> dict[str, dict[str, Any]] | None:
+    """``seeds.family_args`` one knob level up for every family that has a ``start_level``
+    (reasoning-gym); None when no seed family has one."""
+    from teachloop.evals.families import get_family
+
+    out: dict[str, dict[str, Any]] = {}
+    for f in cfg.seeds.families:
+        args = dict(cfg.seeds.family_args.get(f, {}))
+        fam_cfg = get_family(f, **args).config
+        if not hasattr(fam_cfg, "start_level"):
+            continue
+        level = fam_cfg.start_level if fam_cfg.start_level is not None else 1
+        out[f] = {**args, "start_level": level + 1}
+    return out or None
+
+
+def eval_settings(cfg: Any, store: PoolStore | None, *, harder: bool = False) -> dict[str, Any]:
+    """Keyword arguments of ``evals.bench.evaluate`` for this run's held-out evaluation."""
+    family_args = harder_family_args(cfg) if harder else dict(cfg.seeds.family_args)
+    bench = eval_bench_name(cfg)
+    if harder:  # only the families that have a level to move
+        bench = "heldout:" + ",".join(family_args or {})
+    return dict(bench=bench, k=cfg.eval.k, n_items=cfg.eval.n_items,
+                temperature=cfg.eval.temperature,
+                max_tokens=cfg.eval.max_tokens or cfg.student.max_tokens,
+                seed=cfg.run.seed if cfg.eval.seed < 0 else cfg.eval.seed,
+                exclude_ids={it.id for it in store.query()} if (cfg.eval.exclude_pool and store)
+                else (), fewshot=cfg.student.fewshot, family_args=family_args)
+
+
 def _eval(cfg: Any, out: Path, store: PoolStore, which: str, backends: Backends,
           console: Console) -> dict[str, Any]:
     from teachloop.evals.bench import evaluate, save_result
 
-    exclude = {it.id for it in store.query()}
     if which == "before":
         model = student_model_path(cfg) or "embedded"
         backend = getattr(backends.student(), "inner", backends.student())
@@ -184,15 +213,19 @@ def _eval(cfg: Any, out: Path, store: PoolStore, which: str, backends: Backends,
         model = str(out / rundir.FINAL_MODEL)
         backend = None
         path = out / rundir.EVAL_AFTER
-    res = evaluate(model, eval_bench_name(cfg), k=cfg.eval.k, n_items=cfg.eval.n_items,
-                   temperature=cfg.eval.temperature,
-                   max_tokens=cfg.eval.max_tokens or cfg.student.max_tokens, seed=cfg.run.seed,
-                   exclude_ids=exclude, backend=backend, console=console)
-    save_result(res, path)
-    console.print(f"[bold]eval {which}[/] {res.bench}: "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in res.metrics.items())
-                  + f" ({res.n_items} items, {res.wall_s:.1f} s)", highlight=False)
-    return dict(res.metrics)
+    sets = [("", False)]
+    if cfg.eval.harder and harder_family_args(cfg):
+        sets.append(("_harder", True))
+    metrics: dict[str, Any] = {}
+    for suffix, harder in sets:
+        kw = eval_settings(cfg, store, harder=harder)
+        res = evaluate(model, kw.pop("bench"), backend=backend, console=console, **kw)
+        save_result(res, path.with_name(path.stem + suffix + path.suffix))
+        console.print(f"[bold]eval {which}{suffix.replace('_', ' ')}[/] {res.bench}: "
+                      + ", ".join(f"{k} {v:.3f}" for k, v in res.metrics.items())
+                      + f" ({res.n_items} items, {res.wall_s:.1f} s)", highlight=False)
+        metrics.update({f"{k}{suffix}": v for k, v in res.metrics.items()})
+    return metrics
 
 
 def adacurl_settings(cfg: Any, store: PoolStore, console: Console) -> dict[str, Any]:
@@ -241,6 +274,35 @@ def _train(cfg: Any, out: Path, store: PoolStore, backends: Backends, console: C
     extra = {"save_total_limit": 1, "report_to": t.report_to, **t.args}
     if cfg.online.enabled:  # the trainer loads the round's variants itself after each round
         extra.setdefault("pool_refresh_steps", 0)
+    item_ids = None
+    if t.difficulty_filter:
+        from teachloop.curriculum.adacurl import filter_fine
+
+        band = adacurl or adacurl_settings(cfg, store, console)
+        diffs = {it.id: it.difficulty for it in store.query(measured=True)
+                 if it.difficulty is not None}
+        item_ids = set(filter_fine(diffs, band["fine_low"], band["fine_high"]))
+        console.print(f"[bold]train[/] difficulty filter: {len(item_ids)} of {len(store)} items "
+                      f"with difficulty in [{band['fine_low']}, {band['fine_high']}]",
+                      highlight=False)
+        if not item_ids:
+            raise UserError("train.difficulty_filter keeps no item: no measured item has a "
+                            "difficulty inside AdaCuRL's band")
+    if t.completion_budget > 0:
+        inner = hook
+
+        def hook(trainer: Any) -> list[Any]:
+            return [*(inner(trainer) if inner else []), budget_callback(store, t, console)]
+
+    if cfg.eval.curve_every > 0:
+        from teachloop.curve import make_curve_callback
+
+        outer = hook
+
+        def hook(trainer: Any) -> list[Any]:
+            return [*(outer(trainer) if outer else []),
+                    make_curve_callback(trainer, cfg, out, console=console)]
+
     res = train_main(out, mode=t.mode, max_steps=t.max_steps, out=train_dir,
                      model=student_model_path(cfg), seed=cfg.run.seed,
                      num_generations=t.num_generations, batch_size=t.batch_size,
@@ -248,8 +310,28 @@ def _train(cfg: Any, out: Path, store: PoolStore, backends: Backends, console: C
                      learning_rate=t.learning_rate, beta=None if t.beta < 0 else t.beta,
                      save_steps=t.save_steps or t.max_steps, save_final=True,
                      resume=last is not None, adacurl=adacurl, extra_args=extra,
-                     console=console, trainer_hook=hook)
+                     console=console, trainer_hook=hook, fewshot=cfg.student.fewshot,
+                     item_ids=item_ids)
     return {"steps": res.steps}
+
+
+def budget_callback(store: PoolStore, t: Any, console: Console) -> Any:
+    """Stops training before a step would take the run's training completions (the pool's
+    training stats: every rolled-out group, VCRL's re-rolls included) past
+    ``train.completion_budget``; a grpo step costs exactly ``batch_size`` completions, a VCRL
+    step at least that."""
+    from transformers import TrainerCallback
+
+    class CompletionBudget(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            spent = store.train_totals()[1]
+            if spent + t.batch_size > t.completion_budget:
+                console.print(f"[bold]train[/] completion budget: {spent} of "
+                              f"{t.completion_budget} completions spent after step "
+                              f"{state.global_step}; stopping", highlight=False)
+                control.should_training_stop = True
+
+    return CompletionBudget()
 
 
 # ------------------------------------------------------------------------------ main
@@ -298,7 +380,7 @@ def main(cfg: Any, *, resume: bool = False, console: Console | None = None) -> R
             render_summary(pool_summary(store), console)
             training = cfg.train.max_steps > 0
             # -------------------------------------------------------- eval before
-            stage("eval_before", cfg.eval.enabled and training,
+            stage("eval_before", cfg.eval.enabled and cfg.eval.before and training,
                   lambda: _eval(cfg, out, store, "before", backends, console))
             # -------------------------------------------------------- train
             if training and not book.done("train"):

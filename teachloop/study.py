@@ -46,8 +46,12 @@ from teachloop.config import DEFAULT_PRESET, ConfigError, load_config, to_dict
 from teachloop.errors import UserError
 
 BUDGET_KEYS = ("train.max_steps", "train.batch_size", "train.num_generations",
-               "train.max_completion_length", "probe.attempts")
-STUDY_KEYS = {"out", "preset", "config", "set", "seeds", "metric", "arms"}
+               "train.max_completion_length", "train.completion_budget", "probe.attempts")
+EVAL_KEYS = ("eval.bench", "eval.k", "eval.n_items", "eval.max_tokens", "eval.temperature",
+             "eval.seed", "eval.exclude_pool", "eval.harder", "student.fewshot",
+             "seeds.families", "seeds.family_args")
+STUDY_KEYS = {"out", "preset", "config", "set", "seeds", "metric", "arms", "results",
+              "reference"}
 
 
 @dataclass
@@ -65,6 +69,8 @@ class StudySpec:
     seeds: list[int]
     metric: str
     arms: list[Arm]
+    results: Path | None = None
+    reference: str | None = None
 
 
 def _as_list(v: Any, where: str) -> list[str]:
@@ -115,13 +121,23 @@ def load_spec(path: str | Path, out: str | Path | None = None) -> StudySpec:
         config=str(base / cfg_file) if cfg_file else None,
         overrides=_as_list(data.get("set"), "set"),
         seeds=list(seeds), metric=str(data.get("metric", "pass@1")), arms=arms,
+        results=Path(data["results"]) if data.get("results") else None,
+        reference=_reference(data.get("reference"), arms, p),
     )
+
+
+def _reference(ref: Any, arms: list[Arm], p: Path) -> str | None:
+    if ref is None:
+        return None
+    if ref not in {a.name for a in arms}:
+        raise UserError(f"{p}: reference {ref!r} is not an arm")
+    return str(ref)
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
-        if isinstance(v, dict) and k != "args":
+        if isinstance(v, dict) and k not in ("args", "family_args", "extra_body"):
             out.update(_flat(v, f"{prefix}{k}."))
         else:
             out[prefix + k] = v
@@ -143,13 +159,14 @@ def check_budget(spec: StudySpec) -> None:
     ref = None
     for arm in spec.arms:
         flat = _flat(to_dict(arm_config(spec, arm, spec.seeds[0])))
-        budget = {k: flat[k] for k in BUDGET_KEYS}
+        budget = {k: flat[k] for k in (*BUDGET_KEYS, *EVAL_KEYS)}
         if ref is None:
             ref = (arm.name, budget)
         elif budget != ref[1]:
-            diff = [k for k in BUDGET_KEYS if budget[k] != ref[1][k]]
-            raise UserError(f"arm {arm.name} changes the training budget ({', '.join(diff)}) "
-                            f"relative to arm {ref[0]}; a study compares arms at one budget")
+            diff = [k for k in budget if budget[k] != ref[1][k]]
+            raise UserError(f"arm {arm.name} changes the training budget or the evaluation "
+                            f"({', '.join(diff)}) relative to arm {ref[0]}; a study compares "
+                            "arms at one budget on one evaluation")
 
 
 def run_numbers(run_dir: Path) -> dict[str, Any]:
@@ -169,6 +186,15 @@ def run_numbers(run_dir: Path) -> dict[str, Any]:
         out["variants"] = sum(it.direction != "seed" for it in items)
         ps = [it.p for it in items if it.p is not None]
         out["mean p"] = sum(ps) / len(ps) if ps else float("nan")
+        # completions generated outside evaluation (see the module docstring)
+        seed_probes = sum(it.attempts for it in items if it.direction == "seed")
+        band = len(store.rejections(stage="band"))
+        out["seed probe completions"] = seed_probes
+        out["teacher probe completions"] = (sum(it.attempts for it in items
+                                                if it.direction != "seed")
+                                            + band * _attempts(run_dir))
+        out["train completions"] = store.train_totals()[1]
+        out["_pool_ids"] = sorted(it.id for it in items)
     logs = [r for r in rundir.read_jsonl(run_dir / rundir.TRAIN_LOG)
             if "curriculum/informative_frac" in r]
     if logs:
@@ -176,12 +202,34 @@ def run_numbers(run_dir: Path) -> dict[str, Any]:
         out["reward"] = statistics.fmean(r.get("reward", float("nan")) for r in logs)
     stages = rundir.read_json(run_dir / rundir.STAGES, {}) or {}
     out["train s"] = (stages.get("train") or {}).get("wall_s", float("nan"))
+    out["run s"] = sum(v.get("wall_s", 0.0) for v in stages.values() if isinstance(v, dict))
+    all_logs = [r for r in rundir.read_jsonl(run_dir / rundir.TRAIN_LOG) if "step" in r]
+    out["steps"] = max((r["step"] for r in all_logs), default=0)
+    out["train tokens"] = max((r.get("num_tokens", 0) for r in all_logs), default=0)
+    from teachloop.curve import CURVE_FILE
+    from teachloop.study_stats import item_scores
+
+    out["_after"] = item_scores(after.get("per_item") or [])
+    harder = rundir.read_json(_harder_path(run_dir / rundir.EVAL_AFTER)) or {}
+    out["_after_harder"] = item_scores(harder.get("per_item") or [])
+    out["_curve"] = {int(r["step"]): item_scores(r["per_item"])
+                     for r in rundir.read_jsonl(run_dir / CURVE_FILE)}
     out["_curves"] = {
         "step": [r["step"] for r in logs],
         "informative": [r["curriculum/informative_frac"] for r in logs],
         "reward": [r.get("reward", float("nan")) for r in logs],
     }
     return out
+
+
+def _harder_path(p: Path) -> Path:
+    return p.with_name(p.stem + "_harder" + p.suffix)
+
+
+def _attempts(run_dir: Path) -> int:
+    from teachloop.config import config_from_dict, yaml_load
+
+    return config_from_dict(yaml_load((run_dir / rundir.CONFIG).read_text())).probe.attempts
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
@@ -268,9 +316,13 @@ def main(spec: StudySpec, console: Console | None = None) -> dict[str, Any]:
     spec.out.mkdir(parents=True, exist_ok=True)
     total = len(spec.arms) * len(spec.seeds)
     numbers: dict[str, dict[int, dict[str, Any]]] = {}
+    from teachloop.study_evidence import base_eval
+
+    base = base_eval(spec, arm_config(spec, spec.arms[0], spec.seeds[0]), console)
     k = 0
-    for arm in spec.arms:
-        for seed in spec.seeds:
+    # seed-major: a study stopped early holds every arm on the seeds it finished
+    for seed in spec.seeds:
+        for arm in spec.arms:
             k += 1
             cfg = arm_config(spec, arm, seed)
             run_dir = Path(cfg.run.out)
@@ -278,9 +330,15 @@ def main(spec: StudySpec, console: Console | None = None) -> dict[str, Any]:
             finished = bool((stages.get("report") or {}).get("done"))
             console.rule(f"study run {k}/{total}: arm {arm.name}, seed {seed}"
                          + (" (finished earlier)" if finished else ""))
+            ts = time.monotonic()
             if not finished:
                 run_main(cfg, resume=(run_dir / rundir.CONFIG).exists(), console=console)
-            numbers.setdefault(arm.name, {})[seed] = run_numbers(run_dir)
+            numbers.setdefault(arm.name, {})[seed] = n = run_numbers(run_dir)
+            console.print(f"[bold]study[/] {k}/{total} done: arm {arm.name} seed {seed}: "
+                          f"after {spec.metric} {n.get(f'after {spec.metric}', float('nan')):.3f}"
+                          f", {n.get('steps')} steps, {n.get('train completions')} training "
+                          f"completions, {time.monotonic() - ts:.0f} s", highlight=False)
+    numbers = {a.name: numbers.get(a.name, {}) for a in spec.arms}
     cols, rows, stats = summarise(spec, numbers)
     t = Table(title=f"study {spec.out}: mean ± std over seeds {spec.seeds}", title_justify="left")
     for c in ["arm", "seeds", *cols]:
@@ -304,6 +362,9 @@ def main(spec: StudySpec, console: Console | None = None) -> dict[str, Any]:
               "runs": {a: {str(s): {k: v for k, v in n.items() if not k.startswith("_")}
                            for s, n in per.items()} for a, per in numbers.items()},
               "wall_s": time.monotonic() - t0}
+    from teachloop.study_evidence import evidence
+
+    result["evidence"] = evidence(spec, numbers, base, console)
     rundir.write_json_atomic(spec.out / "study.json", result)
     console.print(f"[bold green]study done[/] in {result['wall_s']:.1f} s: {spec.out / 'study.md'}, "
                   + ", ".join(str(p) for p in pngs), highlight=False)

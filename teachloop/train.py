@@ -147,8 +147,12 @@ def main(
     extra_args: dict[str, Any] | None = None,
     console: Console | None = None,
     trainer_hook: Any = None,
+    fewshot: int = 0,
+    item_ids: Any = None,
 ) -> TrainResult:
-    """Train on the pool at ``pool`` (a run directory or pool URL); see the module docstring."""
+    """Train on the pool at ``pool`` (a run directory or pool URL); see the module docstring.
+    ``fewshot``: solved examples before every prompt (evals/fewshot.py); ``item_ids``: train
+    on these items only (``train.difficulty_filter``)."""
     console = console or Console()
     t_start = time.monotonic()
     # ---------------------------------------------------------------- setup
@@ -216,7 +220,7 @@ def main(
         raise UserError(f"training config: {e}") from None
     # ---------------------------------------------------------------- load
     try:
-        data = PoolData.from_pool(store, family=family)
+        data = PoolData.from_pool(store, family=family, fewshot=fewshot, ids=item_ids)
         trainer = CurriculumGRPOTrainer(model=model, args=args, data=data,
                                         callbacks=[make_callback(console, out_dir, max_steps)])
     except (PoolError, ValueError) as e:

@@ -47,32 +47,41 @@ class PoolData:
     """A pool's items as TRL rows, and the way back for per-item stats."""
 
     def __init__(self, store: PoolStore, items: Mapping[str, Item], *,
-                 family: str | None = None, system_prompt: str | None = None) -> None:
+                 family: str | None = None, system_prompt: str | None = None,
+                 fewshot: int = 0) -> None:
         self.store = store
+        self.fewshot = fewshot
         self.items: dict[str, Item] = dict(items)  # live: reward functions hold this dict
         self.family = family
         self.system_prompt = system_prompt
 
     @classmethod
     def from_pool(cls, store: PoolStore, *, family: str | None = None,
-                  system_prompt: str | None = None) -> PoolData:
-        """Every item of ``store`` (``family`` may be a ``"math.*"`` prefix)."""
+                  system_prompt: str | None = None, fewshot: int = 0,
+                  ids: Iterable[str] | None = None) -> PoolData:
+        """Every item of ``store`` (``family`` may be a ``"math.*"`` prefix; ``ids``: only
+        these items, e.g. the difficulty filter's)."""
         items = {it.id: it for it in store.query(family=family)}
+        if ids is not None:
+            keep = set(ids)
+            items = {i: it for i, it in items.items() if i in keep}
         if not items:
             where = f" of family {family!r}" if family else ""
             raise ValueError(f"the pool {store.path} holds no items{where}; run "
                              "`teachloop run` first to seed and probe it")
-        return cls(store, items, family=family, system_prompt=system_prompt)
+        return cls(store, items, family=family, system_prompt=system_prompt, fewshot=fewshot)
 
     def __len__(self) -> int:
         return len(self.items)
 
     # --- rows ----------------------------------------------------------------------
     def prompt(self, item_id: str) -> list[dict[str, str]]:
-        """The conversation the student sees (TRL applies the chat template)."""
-        msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        msgs.append({"role": "user", "content": self.items[item_id].prompt})
-        return msgs
+        """The conversation the student sees (TRL applies the chat template); with
+        ``fewshot`` solved examples first (``evals/fewshot.py``)."""
+        from teachloop.evals.fewshot import student_messages
+
+        return student_messages(self.items[item_id], fewshot=self.fewshot,
+                                system_prompt=self.system_prompt)
 
     def row(self, item_id: str) -> dict[str, Any]:
         return {"prompt": self.prompt(item_id), "item_id": item_id}
