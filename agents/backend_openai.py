@@ -327,9 +327,9 @@ class OpenAIBackend(ChatBackend):
             resp = await self._create(messages, n, sampling)
             take(resp, n)
             if len(out) < n:
-                if self.config.n_mode == "auto":
-                    self.server_ignores_n = True
-                    log.info("%s ignores n; fanning out from now on", self.config.base_url)
+                if self.config.n_mode == "auto" and not self.server_ignores_n:
+                    self.server_ignores_n = True  # said once (concurrent requests find it together)
+                    log.debug("%s ignores n; fanning out from now on", ", ".join(self.config.base_urls))
         missing = n - len(out)
         if missing > 0:
             resps = await _gather_fail_fast([self._create(messages, 1, sampling) for _ in range(missing)])
