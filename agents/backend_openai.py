@@ -296,12 +296,12 @@ class OpenAIBackend(ChatBackend):
                 except openai.APIStatusError as e:
                     if e.status_code >= 500 or e.status_code in _RETRY_STATUS:
                         raise Failover(f"request to {ep.url} failed after {attempts} attempts: "
-                                       f"{_one_line(e)}", down=e.status_code >= 500) from e
+                                       f"{_one_line(e)}", down=e.status_code >= 500, reason=_one_line(e)) from e
                     raise BackendRequestFailed(
                         f"{ep.url} answered HTTP {e.status_code}: {_one_line(e)}") from e
                 except openai.APIConnectionError as e:  # includes APITimeoutError
                     raise Failover(f"request to {ep.url} failed after {attempts} attempts: "
-                                   f"{_one_line(e)}", down=True) from e
+                                   f"{_one_line(e)}", down=True, reason=_one_line(e)) from e
 
         return await pool.route(send)
 

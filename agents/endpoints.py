@@ -69,9 +69,10 @@ class Failover(Exception):
     in a way another endpoint may not share. ``down``: the endpoint itself looks dead
     (connection error, timeout, 5xx) and is marked down."""
 
-    def __init__(self, message: str, *, down: bool) -> None:
+    def __init__(self, message: str, *, down: bool, reason: str = "") -> None:
         super().__init__(message)
         self.down = down
+        self.reason = reason or message  # the cause alone (the endpoint's last_error)
 
 
 class Skip(Exception):
@@ -161,7 +162,7 @@ class EndpointPool:
         try:
             await self.probe(ep)
         except Exception as e:  # noqa: BLE001 - any failure: still down
-            ep.stats.last_error = f"probe: {_one_line(e)}"[:300]
+            ep.stats.last_error = _one_line(e)[:300]
             ep.next_probe = time.monotonic() + ep.cooldown
             ep.cooldown = min(ep.cooldown * 2, ep.max_cooldown_s)
             return False
@@ -237,9 +238,9 @@ class EndpointPool:
                 continue
             except Failover as f:
                 ep.stats.failed += 1
-                ep.stats.last_error = str(f)[:300]
+                ep.stats.last_error = f.reason[:300]
                 if f.down:
-                    ep.mark_down(str(f))
+                    ep.mark_down(f.reason)
                 tried.append(ep)
                 last = f
                 continue
