@@ -231,10 +231,9 @@ class EndpointPool:
             ep.stats.in_flight += 1
             try:
                 result = await send(ep)
-            except Skip:  # it went down while the request waited for a slot: not sent
+            except Skip:  # it went down while the request waited for a slot: not sent, pick again
                 ep.stats.requests -= 1
                 ep.stats.rerouted_in -= 1 if tried else 0
-                tried.append(ep)
                 continue
             except Failover as f:
                 ep.stats.failed += 1
