@@ -66,7 +66,7 @@ class ModelSection(Section):
                                        "request (server-specific, e.g. {chat_template_kwargs: "
                                        "{enable_thinking: false}} for Qwen3 on vLLM, or {top_k: 20})")
     max_concurrency: int = Field(_OPENAI["max_concurrency"], ge=1,
-                                 description="backend=openai: most requests in flight")
+                                 description="backend=openai: most requests in flight per endpoint")
     timeout_s: float = Field(_OPENAI["timeout_s"], gt=0,
                              description="backend=openai: per-request timeout (seconds)")
     max_retries: int = Field(_OPENAI["max_retries"], ge=0, description="backend=openai: the openai SDK's retries per "
