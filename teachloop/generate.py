@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from teachloop.agents.build import Backends, backend_label, needs_llm_teacher
+from teachloop.agents.build import Backends, backend_label, endpoint_summary, needs_llm_teacher
 from teachloop.agents.config import from_run_config
 from teachloop.config import (
     DEFAULT_PRESET,
@@ -266,7 +266,11 @@ def main(cfg: Any, out: Path | str | None = None, resume: bool = False,
                       + (", stepping stones" if loop.stepping_stones else "")
                       + (" (resumed)" if resume else ""), highlight=False)
         # ------------------------------------------------------------ teacher loop
-        state = asyncio.run(_arun(ctx, run_id, out / CHECKPOINT_FILE, console))
+        try:
+            state = asyncio.run(_arun(ctx, run_id, out / CHECKPOINT_FILE, console))
+        finally:  # per-endpoint statistics (agents/endpoints.py), also when all went down
+            for line in endpoint_summary(student, teacher):
+                console.print(f"[bold]endpoint[/] {line}", highlight=False)
         # ------------------------------------------------------------ report
         pool_side = recorded_slots(store, run_id)
         s = summarise_outcomes(state)

@@ -108,9 +108,11 @@ def start_llama_cpp_server(
     n_ctx: int = 2048,
     n_threads: int | None = None,
     startup_timeout_s: float = 120.0,
+    port: int | None = None,
 ) -> LoopbackServer:
-    """Start ``python -m llama_cpp.server`` on 127.0.0.1:<free port>; return once /v1/models answers."""
-    port = free_port()
+    """Start ``python -m llama_cpp.server`` on 127.0.0.1:<port> (default a free one); return once
+    /v1/models answers."""
+    port = port or free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"llama_cpp_server_{port}.log"
     cmd = [
