@@ -5,7 +5,8 @@ step (and after the last), evaluates the current policy on the first ``eval.curv
 held-out items of the run's evaluation (the same draw as ``eval_before``/``eval_after``, so
 the curve's points and the final eval share items) with ``eval.k`` samples each, and appends
 one record ``{step, metrics, per_item, wall_s}`` to ``RUN_DIR/eval_curve.jsonl``. Step 0 (the
-initial policy) is evaluated at the start of training.
+initial policy) is evaluated at the start of training unless ``eval.before`` is false (a
+study evaluates the initial model once for all its runs and puts it at step 0).
 
 Exactly once across kills: a step already in the file is not evaluated again. The torch RNG
 state is saved and restored around each evaluation, so the curve does not shift the training
@@ -75,7 +76,9 @@ def make_curve_callback(trainer: Any, cfg: Any, run_dir: Path,
 
     class LearningCurve(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
-            if state.is_world_process_zero and 0 not in done_steps(run_dir):
+            # eval.before=false: a study evaluates the initial model once for all its runs
+            if (cfg.eval.before and state.is_world_process_zero
+                    and 0 not in done_steps(run_dir)):
                 evaluate_policy(trainer, cfg, run_dir, 0, console)
 
         def on_step_end(self, args, state, control, **kw):

@@ -416,6 +416,20 @@ def _report(cfg: Any, out: Path, console: Console) -> dict[str, Any]:
     return {"html": str(res.html)}
 
 
+def eval_ci(before: dict[str, Any], after: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
+    """pass@1 before, after and Δ with 95 % CIs from a paired bootstrap over the held-out items
+    (teachloop/study_stats.py): each replicate resamples items, the same for both models."""
+    from teachloop.study_stats import bootstrap, item_scores
+
+    b, a = item_scores(before.get("per_item") or []), item_scores(after.get("per_item") or [])
+    items = sorted(set(a) & set(b))
+    if not items:
+        return {}
+    st = bootstrap({"after": {0: a}, "before": {0: b}}, items, base=b)
+    return {"before": st["before"]["mean"], "after": st["after"]["mean"],
+            "delta": st["after"]["delta"]}
+
+
 def _print_eval(out: Path, console: Console) -> None:
     before = rundir.read_json(out / rundir.EVAL_BEFORE)
     after = rundir.read_json(out / rundir.EVAL_AFTER)
@@ -430,4 +444,14 @@ def _print_eval(out: Path, console: Console) -> None:
         if a is None:
             continue
         t.add_row(k, f"{b:.3f}", f"{a:.3f}", f"{a - b:+.3f}")
+    ci = eval_ci(before, after)
+    if ci:
+        t.add_row("pass@1 95 % CI", *(f"[{lo:+.3f}, {hi:+.3f}]" if key == "delta" else
+                                      f"[{lo:.3f}, {hi:.3f}]"
+                                      for key in ("before", "after", "delta")
+                                      for _, lo, hi in [ci[key]]))
     console.print(t)
+    if ci:
+        console.print("[dim]CI: paired bootstrap over the held-out items (2000 replicates); "
+                      "an interval that contains 0 means the change is not distinguishable "
+                      "from sampling noise[/]")

@@ -62,7 +62,7 @@ def base_eval(spec: Any, cfg: Any, console: Console) -> dict[str, dict[str, floa
             save_result(res, path)
         console.print(f"[bold]initial model[/] {res.bench}: " + ", ".join(
             f"{k} {v:.3f}" for k, v in res.metrics.items()), highlight=False)
-        out[suffix or "main"] = item_scores(res.per_item)
+        out["harder" if suffix else "main"] = item_scores(res.per_item)
     return out
 
 
@@ -123,7 +123,7 @@ def evidence(spec: Any, numbers: dict[str, dict[int, dict[str, Any]]],
         row["seeds"] = sorted(numbers[a])
         for c in cost_keys:
             row[c] = list(mean_ci([n.get(c, math.nan) for n in numbers[a].values()]))
-    curves = _curves(spec, numbers, pool_ids)
+    curves = _curves(spec, numbers, pool_ids, (base or {}).get("main"))
     table["curves"] = curves
     # ---- print and write
     t = Table(title=f"evidence: pass@1 on {table.get('main_items', 0)} held-out items "
@@ -166,12 +166,24 @@ def evidence(spec: Any, numbers: dict[str, dict[int, dict[str, Any]]],
     return table
 
 
-def _curves(spec: Any, numbers: dict[str, dict[int, dict[str, Any]]],
-            pool_ids: set[str]) -> dict[str, dict[str, list[float]]]:
-    """Per arm: steps and pass@1 mean with 95 % CI over the common curve items."""
+def _curves(spec: Any, numbers: dict[str, dict[int, dict[str, Any]]], pool_ids: set[str],
+            base: dict[str, float] | None) -> dict[str, dict[str, list[float]]]:
+    """Per arm: steps and pass@1 mean with 95 % CI over the common curve items; step 0 is
+    the initial model's eval (on the same items) when the runs did not evaluate it, and the
+    last point is each run's final eval on the curve's items."""
     from teachloop.study_stats import bootstrap, common_items
 
     out: dict[str, dict[str, list[float]]] = {}
+    for per in numbers.values():
+        for n in per.values():
+            curve_ids = next(iter(n["_curve"].values()), None)
+            if curve_ids is None:
+                continue
+            if 0 not in n["_curve"] and base:
+                n["_curve"][0] = {i: base[i] for i in curve_ids if i in base}
+            last = n.get("steps") or 0
+            if last and last not in n["_curve"] and n["_after"]:
+                n["_curve"][last] = {i: n["_after"][i] for i in curve_ids if i in n["_after"]}
     steps = sorted({st for per in numbers.values() for n in per.values() for st in n["_curve"]})
     for a, per in numbers.items():
         xs, ms, lo, hi = [], [], [], []
