@@ -44,6 +44,10 @@ class LocalBackendConfig:
         default=64, metadata={"help": "most sequences (conversations x n) in one model.generate call"}
     )
     seed: int | None = field(default=None, metadata={"help": "seed torch before each generate call (reproducible)"})
+    share_prefill: bool = field(
+        default=True, metadata={"help": "with n > 1 samples per conversation, run the prompt's "
+                                "forward pass once and copy its KV cache n times, instead of "
+                                "once per sample as model.generate(num_return_sequences=n) does"})
     torch_threads: int | None = field(
         default=None, metadata={"help": "torch.set_num_threads on load; None = torch's default"}
     )
@@ -240,6 +244,12 @@ class LocalBackend(ChatBackend):
             if self.config.seed is not None:
                 torch.manual_seed(self.config.seed + self.generate_calls)
             with torch.inference_mode():
+                if samples > 1 and self.config.share_prefill and input_ids.shape[1] > 1:
+                    if temperature > 0:
+                        kwargs.pop("num_return_sequences")
+                        input_ids = input_ids.repeat_interleave(samples, dim=0)
+                        attention = attention.repeat_interleave(samples, dim=0)
+                    kwargs["cache"] = _shared_prefill(model, enc, samples, self.device)
                 out = model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
             self.generate_calls += 1
             prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
@@ -257,6 +267,25 @@ class LocalBackend(ChatBackend):
                     count, reason = len(body), "length"
                 results[k].append(Completion(text, int(prompt_lens[row // samples]), count, reason))
         return results
+
+
+def _shared_prefill(model: Any, enc: Any, samples: int, device: str) -> Any:
+    """The KV cache of every prompt but its last token, computed once and repeated
+    ``samples`` times along the batch (``DynamicCache.batch_repeat_interleave``), for
+    ``model.generate`` to continue from: it then runs only the last prompt token and the new
+    tokens per sample. The position ids are the ones ``generate`` derives from the left-padded
+    attention mask, so the result equals the unshared call (``tests/test_backends.py``).
+    ``benchmarks/bench_prefill.py`` measures the saving."""
+    from transformers import DynamicCache
+
+    ids = enc["input_ids"].to(device)[:, :-1]
+    mask = enc["attention_mask"].to(device)
+    pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)[:, :-1]
+    cache = DynamicCache(config=model.config)
+    model(input_ids=ids, attention_mask=mask[:, :-1], position_ids=pos, cache=cache,
+          use_cache=True, logits_to_keep=1)
+    cache.batch_repeat_interleave(samples)
+    return cache
 
 
 # ----------------------------------------------------------- OpenAI-compatible backend

@@ -256,6 +256,26 @@ def test_probe_rejects_rewards_outside_unit_interval(local):
         probe([Item("x", "Hi")], 1, local, lambda item, text: 2.0, max_tokens=1)
 
 
+def test_shared_prefill_gives_the_unshared_completions(local):
+    # n samples continue one prompt forward pass (KV cache repeated n times); left padding of a
+    # short prompt beside long ones must not shift positions: same seed, same texts
+    from teachloop.agents.backends import LocalBackend
+
+    convs = [[{"role": "user", "content": "Calculate 3 + 4 * 2. Put your final answer in "
+                                          "\\boxed{}."}],
+             [{"role": "user", "content": "hi"}]]
+    shared = LocalBackend.from_loaded(local.model, local.tokenizer)
+    unshared = LocalBackend.from_loaded(local.model, local.tokenizer)
+    unshared.config.share_prefill = False
+    shared.config.seed = unshared.config.seed = 5
+    for temperature in (0.0, 1.0):
+        a = shared.generate(convs, n=3, temperature=temperature, max_tokens=6)
+        b = unshared.generate(convs, n=3, temperature=temperature, max_tokens=6)
+        assert [[c.text for c in x] for x in a] == [[c.text for c in x] for x in b]
+        assert [[c.prompt_tokens for c in x] for x in a] == [[c.prompt_tokens for c in x] for x in b]
+        assert len({c.text for c in a[0]}) >= (1 if temperature == 0 else 2)
+
+
 def test_local_plan_chunks_split_large_n():
     backend = LocalBackend(max_batch_size=4)
     assert backend.plan_chunks(5, 2) == [([0, 1], 2), ([2, 3], 2), ([4], 2)]
