@@ -306,8 +306,11 @@ def plot(spec: StudySpec, numbers: dict[str, dict[int, dict[str, Any]]],
     return paths
 
 
-def main(spec: StudySpec, console: Console | None = None) -> dict[str, Any]:
-    """Run (or continue) every arm x seed, then the table and plots; returns study.json."""
+def main(spec: StudySpec, console: Console | None = None, *,
+         report_only: bool = False) -> dict[str, Any]:
+    """Run (or continue) every arm x seed, then the table and plots; returns study.json.
+    ``report_only``: run nothing; tabulate the runs that finished (a study still running, or
+    stopped early)."""
     from teachloop.run import main as run_main
 
     console = console or Console()
@@ -318,7 +321,8 @@ def main(spec: StudySpec, console: Console | None = None) -> dict[str, Any]:
     numbers: dict[str, dict[int, dict[str, Any]]] = {}
     from teachloop.study_evidence import base_eval
 
-    base = base_eval(spec, arm_config(spec, spec.arms[0], spec.seeds[0]), console)
+    base = (None if report_only and not (spec.out / "base").exists() else
+            base_eval(spec, arm_config(spec, spec.arms[0], spec.seeds[0]), console))
     k = 0
     # seed-major: a study stopped early holds every arm on the seeds it finished
     for seed in spec.seeds:
@@ -328,6 +332,8 @@ def main(spec: StudySpec, console: Console | None = None) -> dict[str, Any]:
             run_dir = Path(cfg.run.out)
             stages = rundir.read_json(run_dir / rundir.STAGES, {}) or {}
             finished = bool((stages.get("report") or {}).get("done"))
+            if report_only and not finished:
+                continue
             console.rule(f"study run {k}/{total}: arm {arm.name}, seed {seed}"
                          + (" (finished earlier)" if finished else ""))
             ts = time.monotonic()
@@ -339,6 +345,13 @@ def main(spec: StudySpec, console: Console | None = None) -> dict[str, Any]:
                           f", {n.get('steps')} steps, {n.get('train completions')} training "
                           f"completions, {time.monotonic() - ts:.0f} s", highlight=False)
     numbers = {a.name: numbers.get(a.name, {}) for a in spec.arms}
+    if report_only:  # tabulate only the arms with finished runs
+        spec.arms = [a for a in spec.arms if numbers[a.name]]
+        numbers = {a.name: numbers[a.name] for a in spec.arms}
+        if not spec.arms:
+            raise UserError(f"no finished run in {spec.out} yet")
+        if spec.reference not in numbers:
+            spec.reference = None
     cols, rows, stats = summarise(spec, numbers)
     t = Table(title=f"study {spec.out}: mean ± std over seeds {spec.seeds}", title_justify="left")
     for c in ["arm", "seeds", *cols]:
@@ -376,10 +389,12 @@ def study_command(
                                            "metric, arms [{name, set}]; see teachloop/study.py")],
     out: Annotated[Path | None, typer.Option(help="study directory (default: the file's "
                                              "'out')")] = None,
+    report_only: Annotated[bool, typer.Option("--report-only", help="run nothing: tabulate "
+                                              "the runs that finished so far")] = False,
 ) -> None:
     """Arms x seeds at an equal training budget -> a table of mean ± std and plots.
 
     Each arm and seed is a full `teachloop run` in OUT/<arm>/seed-<s>; running the same
     study again continues it (finished runs are kept).
     """
-    main(load_spec(config, out))
+    main(load_spec(config, out), report_only=report_only)

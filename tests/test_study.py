@@ -84,3 +84,49 @@ def test_study_refuses_unequal_budgets_and_bad_files(tmp_path):
     r = subprocess.run([EXE, "study", str(bad)], capture_output=True, text=True,
                        env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.full  # heavy: make test-all / CI
+def test_evidence_study_shrunk_budget_ci_curves_and_results(tmp_path):
+    """The evidence preset at toy size: equal training completions, one fixed held-out draw
+    evaluated once for the initial model, curves, CIs, the results folder, --report-only."""
+    import yaml
+
+    src = yaml.safe_load((Path(__file__).parents[1] / "configs/studies/evidence.yaml").read_text())
+    shrink = {"seeds.per_family": "2", "probe.attempts": "4", "train.completion_budget": "16",
+              "train.max_steps": "4", "eval.n_items": "4", "eval.curve_every": "1",
+              "eval.curve_items": "2"}
+    src["set"] = [f"{s.split('=')[0]}={shrink[s.split('=')[0]]}" if s.split("=")[0] in shrink
+                  else s for s in src["set"]] + ["report.enabled=false"]
+    src["out"], src["results"], src["seeds"] = str(tmp_path / "s"), str(tmp_path / "r"), [0]
+    src["arms"] = [a for a in src["arms"] if a["name"] in ("grpo", "vcrl-adacurl")]
+    f = tmp_path / "evidence.yaml"
+    f.write_text(yaml.safe_dump(src))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="200")
+    r = subprocess.run([EXE, "study", str(f)], capture_output=True, text=True, env=env,
+                       timeout=1800)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    ev = json.loads((tmp_path / "r" / "evidence.json").read_text())
+    base = json.loads((tmp_path / "s" / "base" / "eval.json").read_text())
+    assert ev["main_items"] + ev["main_dropped_in_a_pool"] == len(base["per_item"]) == 4
+    for arm in ("grpo", "vcrl-adacurl"):
+        row = ev["arms"][arm]
+        est, lo, hi = row["main"]["mean"]
+        assert lo <= est <= hi
+        # the training budget binds: at most one step (8 completions) past 16
+        assert 8 <= row["train completions"][0] <= 16
+        assert row["seed probe completions"][0] == 4 * 4
+        # the curve starts at the initial model's eval and ends at the final eval
+        assert ev["curves"][arm]["step"][0] == 0
+        assert ev["curves"][arm]["step"][-1] == row["steps"][0]
+    assert ev["arms"]["grpo"]["main"]["vs_ref"] == [0.0, 0.0, 0.0]
+    for png in ("evidence_curve.png", "evidence_eval.png"):
+        assert (tmp_path / "r" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # every run saw the same held-out items: the base eval's draw
+    ids = {x["id"] for x in base["per_item"]}
+    for arm in ("grpo", "vcrl-adacurl"):
+        after = json.loads((tmp_path / "s" / arm / "seed-0" / "eval" / "after.json").read_text())
+        assert {x["id"] for x in after["per_item"]} == ids
+    r2 = subprocess.run([EXE, "study", str(f), "--report-only"], capture_output=True,
+                        text=True, env=env, timeout=600)
+    assert r2.returncode == 0 and "finished earlier" in r2.stdout, r2.stdout[-3000:]
