@@ -486,8 +486,9 @@ class PoolStore(LeasesMixin):
                 updated_at=sa.bindparam("b_t", type_=sa.Double))
         with self._write() as c:
             if once_key is not None:
-                ins = self._insert(meta).values(key="once:" + once_key, value=json.dumps(time.time()))
-                if c.execute(ins.on_conflict_do_nothing(index_elements=["key"])).rowcount != 1:
+                ins = (self._insert(meta).values(key="once:" + once_key, value=json.dumps(time.time()))
+                       .on_conflict_do_nothing(index_elements=["key"]).returning(meta.c.key))
+                if c.execute(ins).first() is None:  # recorded before (maybe by another process)
                     return 0
             return sum(c.execute(stmt, u).rowcount for u in ups)
 
