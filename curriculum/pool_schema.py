@@ -36,6 +36,7 @@ import sqlalchemy as sa
 
 SCHEMA_VERSION = 2
 POOL_FILENAME = "pool.sqlite"
+POOL_URL_FILE = "pool.url"  # in a run directory whose pool is on PostgreSQL: the URL
 APP_ID = 0x7443_4C50  # "tCLP": marks a SQLite file as a teachloop pool (PRAGMA application_id)
 PG_INIT_LOCK = 0x7443_4C50  # pg_advisory_xact_lock key for schema creation and upgrades
 JSON_FIELDS = ("checker", "validation", "metadata")
@@ -163,7 +164,8 @@ _PG = re.compile(r"^(postgres|postgresql)(\+psycopg)?$")
 
 def parse_pool_url(url: str | os.PathLike[str]) -> PoolURL:
     """``sqlite:///rel``, ``sqlite:////abs``, ``postgresql://user@host:port/db`` (also
-    ``postgres://``, ``postgresql+psycopg://``), a run directory or a plain file path."""
+    ``postgres://``, ``postgresql+psycopg://``), a run directory (its ``pool.sqlite``, or the
+    URL in its ``pool.url``) or a plain file path."""
     s = os.fspath(url)
     if "://" in s:
         scheme, _, rest = s.partition("://")
@@ -184,6 +186,12 @@ def parse_pool_url(url: str | os.PathLike[str]) -> PoolURL:
                             "sqlite:////absolute/path")
         return PoolURL("sqlite", path=Path(rest[1:]))  # sqlite:///rel -> rel, sqlite:////abs -> /abs
     p = Path(s)
+    if p.is_dir() and not (p / POOL_FILENAME).exists() and (p / POOL_URL_FILE).exists():
+        # a run directory whose pool is on a server (teachloop run --pool URL)
+        target = (p / POOL_URL_FILE).read_text().strip()
+        if not is_postgres_url(target):
+            raise PoolError(f"{p / POOL_URL_FILE} must hold a postgresql:// URL, not {target[:60]!r}")
+        return parse_pool_url(target)
     return PoolURL("sqlite", path=p / POOL_FILENAME if p.is_dir() else p)
 
 

@@ -243,3 +243,47 @@ def pool_worker_report(store: Any) -> dict[str, Any]:
     return {"workers": by, "items": len(item_slots), "rejections": len(rej_slots),
             "distinct_slots": len(set(item_slots) | set(rej_slots)),
             "duplicate_slots": len(item_slots) + len(rej_slots) - len(set(item_slots) | set(rej_slots))}
+
+
+def run_worker_processes(cfg: Any, out: Path, console: Console, *, lease_s: float = 60.0,
+                         batch: int = 2) -> dict[str, Any]:
+    """``teachloop run --workers N``: the teacher stage as N ``teachloop generate --pool``
+    processes beside this one, on the run's pool (``run.pool``, or RUN_DIR's SQLite pool),
+    with the run's resolved config; each one's output goes to ``RUN_DIR/workers/<name>.log``.
+    Waits for all of them; a worker that fails fails the stage (its leases expire and a
+    resumed run's workers take its items over)."""
+    import subprocess
+    import sys
+
+    from teachloop import rundir
+    from teachloop.curriculum.pool import open_pool
+
+    pool = cfg.run.pool or str(out)
+    logs = out / rundir.WORKERS_DIR
+    logs.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    procs = []
+    for k in range(cfg.run.workers):
+        name = f"{out.name}-w{k}"
+        cmd = [sys.executable, "-c", "from teachloop.cli import main; main()", "generate",
+               "--config", str(out / rundir.CONFIG), "--pool", pool, "--worker", name,
+               "--lease-s", str(lease_s), "--batch", str(batch)]
+        log = open(logs / f"{name}.log", "w")
+        procs.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+    console.print(f"[bold]teacher[/] {len(procs)} generation workers on {pool} "
+                  f"(logs in {logs})", highlight=False)
+    failed = []
+    for name, p, log in procs:
+        if p.wait() != 0:
+            failed.append(f"{name} (exit {p.returncode})")
+        log.close()
+    if failed:
+        raise UserError(f"generation workers failed: {', '.join(failed)}; see {logs}")
+    with open_pool(out) as store:
+        rep = pool_worker_report(store)
+    console.print(f"[bold]teacher[/] workers done in {time.monotonic() - t0:.1f} s: "
+                  + ", ".join(f"{w} {v['done']} items" for w, v in sorted(rep["workers"].items()))
+                  + f"; pool: {rep['items']} items + {rep['rejections']} rejections from workers",
+                  highlight=False)
+    return {"workers": len(procs), "accepted": rep["items"], "rejected": rep["rejections"],
+            "proposals": rep["items"] + rep["rejections"]}
