@@ -105,3 +105,39 @@ def test_three_workers_and_a_trainer_with_one_worker_killed(pg_server, tmp_path)
           f"(items {rep['items']}, rejections {rep['rejections']}); by worker tag {tagged}; "
           f"w0 held {held} when killed; trained {store.train_totals()}")
     store.close()
+
+
+def _setup_checkpointer(url: str, barrier) -> None:
+    import asyncio
+
+    from teachloop.workers import _checkpointer, _setup_saver
+
+    store = open_pool(url)
+    barrier.wait()
+
+    async def go() -> None:
+        async with _checkpointer(store) as saver:
+            await _setup_saver(saver, store)
+
+    asyncio.run(go())
+    store.close()
+
+
+def test_workers_starting_together_set_the_checkpointer_up_once(pg_server):
+    """Four workers create LangGraph's PostgreSQL checkpoint tables at the same moment. A
+    blocking advisory lock here deadlocked (undetected) with setup's CREATE INDEX
+    CONCURRENTLY; every process must finish."""
+    import multiprocessing as mp
+
+    url = pg_server.new_schema()
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_setup_checkpointer, args=(url, barrier)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    alive = [p for p in procs if p.is_alive()]
+    for p in alive:
+        p.kill()
+    assert not alive and [p.exitcode for p in procs] == [0] * 4
