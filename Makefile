@@ -2,6 +2,8 @@
 #   make run    the main job on the embedded default (creates .venv when missing; compiles nothing)
 #   make test   the fast test tier                     (creates .venv when missing)
 #   make test-all  every test but the hand-run demonstrations (what CI runs)
+#   make postgres  the pool and worker tests on a throw-away PostgreSQL cluster (Debian: apt-get
+#                  install postgresql; the tests start and stop their own server on 127.0.0.1)
 PY       ?= python3
 VENV     ?= .venv
 BIN      := $(VENV)/bin
@@ -49,6 +51,11 @@ test: $(TEST_STAMP)
 
 test-all: test
 	$(BIN)/python -m pytest -q -m 'full and not slow' $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# The pool's tests on both dialects and the multi-worker tests (the full-marked ones too); the
+# PostgreSQL cases skip, saying why, when the server binaries are missing.
+postgres: $(TEST_STAMP)
+	$(BIN)/python -m pytest -q -rs tests/test_pool.py tests/test_pool_postgres.py tests/test_pool_leases.py $$(ls tests/test_workers*.py 2>/dev/null) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

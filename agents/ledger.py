@@ -16,7 +16,12 @@ may propose the same problem; only the first is inserted, the second becomes a "
 rejection), and the pool's near-duplicate index.
 
 The generate process is the only writer of its run's slots (one process per run directory);
-the lock serialises the parallel branches inside it.
+the lock serialises the parallel branches inside it. Generation workers sharing one pool
+(teachloop/workers.py) give each expansion its own run id (one per leased frontier item) and
+add it with :meth:`Ledger.add_run`; two workers that produce the same problem at the same time
+both pass the dedup check, but the pool's insert (``ON CONFLICT DO NOTHING RETURNING``) lets
+only one of them in, and the other records its proposal as a ``dedup`` rejection: every
+proposal is inserted once.
 """
 
 from __future__ import annotations
@@ -96,9 +101,30 @@ class Ledger:
             self.index.add(it.id, it.family, it.prompt, it.answer)
         self._slots: dict[str, Recorded] = recorded_slots(store, run_id)
         self._claims: dict[str, str] = {}  # candidate id -> the slot that probes it (this process)
+        self.worker = ""  # a generation worker's name, recorded with each outcome when set
 
     def __len__(self) -> int:
         return len(self._slots)
+
+    def add_run(self, run_id: str) -> int:
+        """Also track the slots of run ``run_id`` (a worker's next expansion, perhaps one a
+        dead worker started: what it recorded is read back from the pool). Returns how many
+        slots of that run were recorded already."""
+        got = recorded_slots(self.store, run_id)
+        with self._lock:
+            self._slots.update(got)
+        return len(got)
+
+    def refresh_index(self) -> int:
+        """Add the items other processes inserted since this ledger looked to the
+        near-duplicate index; returns how many were new to it."""
+        n = 0
+        for it in self.store.query():
+            if it.id not in self.index:
+                with self._lock:
+                    self.index.add(it.id, it.family, it.prompt, it.answer)
+                n += 1
+        return n
 
     def get(self, slot: str) -> Recorded | None:
         with self._lock:
@@ -142,7 +168,12 @@ class Ledger:
             if dup is not None:
                 return self._reject_locked(slot, "dedup", dup[1], item=item, raw="")
             item.metadata["slot"] = slot
-            self.store.insert_many([item])
+            if self.worker:
+                item.metadata["worker"] = self.worker
+            if not self.store.insert_many([item]):  # another process inserted it just now
+                self.index.add(item.id, item.family, item.prompt, item.answer)
+                return self._reject_locked(slot, "dedup", f"exact duplicate of item {item.id} "
+                                           "(inserted by another worker)", item=item, raw="")
             self.index.add(item.id, item.family, item.prompt, item.answer)
             rec = Recorded("accepted", item_id=item.id)
             self._slots[slot] = rec
@@ -174,6 +205,8 @@ class Ledger:
             turn = turn if turn is not None else item.turn
             teacher = teacher if teacher is not None else item.teacher
             prompt_version = prompt_version if prompt_version is not None else item.prompt_version
+        if self.worker:
+            extra.setdefault("worker", self.worker)
         self.store.reject(
             family=family or "?", stage=stage, reason=reason[:500],
             proposal=envelope(slot, raw=raw, proposal=proposal,

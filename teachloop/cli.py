@@ -112,6 +112,10 @@ def run(
     online: Annotated[bool, typer.Option("--online", help="teacher rounds during training "
                                          "every online.every_steps steps, on the items just "
                                          "rolled out")] = False,
+    pool: Annotated[Optional[str], typer.Option("--pool", help="a shared pool "
+                    "(postgresql://user@host/db) instead of RUN_DIR/pool.sqlite")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="teacher stage: N generation worker "
+                       "processes on the pool beside this one (0: the in-process loop)")] = 0,
 ) -> None:
     """The main job, in one resumable run directory: seeds -> teacher turns -> probes ->
     eval before -> curriculum GRPO (VCRL + AdaCuRL) -> eval after -> dataset export -> report.
@@ -126,6 +130,10 @@ def run(
         overrides.append(f"run.out={out}")
     if online:
         overrides.append("online.enabled=true")
+    if pool is not None:
+        overrides.append(f"run.pool={pool}")
+    if workers:
+        overrides.append(f"run.workers={workers}")
     cfg = load_config(preset, config, overrides)
     run_main(cfg, resume=resume, console=console)
 

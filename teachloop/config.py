@@ -51,6 +51,10 @@ class RunSection(Section):
     seed: int = Field(0, description="global random seed (items, sampling, training)")
     out: str = Field("runs/quickstart", description="run directory: pool, checkpoints, export, "
                      "report")
+    pool: str = Field("", description="a shared pool instead of RUN_DIR/pool.sqlite: "
+                      "postgresql://user@host/db (written to RUN_DIR/pool.url)")
+    workers: int = Field(0, ge=0, description="teacher stage: this many generation worker "
+                         "processes on the pool (teachloop/workers.py); 0 = the in-process loop")
 
 
 class SeedsSection(Section):

@@ -319,16 +319,36 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue the generate
                                          "kill; nothing is lost or done twice")]
 
 
+PoolOpt = Annotated[Optional[str], typer.Option("--pool", help="work as one of many generation "
+                   "workers on this pool (postgresql://user@host/db, or a SQLite pool on this "
+                   "machine); see teachloop/workers.py")]
+WorkerOpt = Annotated[Optional[str], typer.Option("--worker", help="this worker's name (default "
+                     "host-pid)")]
+LeaseOpt = Annotated[float, typer.Option("--lease-s", help="with --pool: seconds a claimed item "
+                     "stays leased without renewal (a killed worker's items are taken over after)")]
+BatchOpt = Annotated[int, typer.Option("--batch", help="with --pool: frontier items claimed at once")]
+
+
 def generate_command(preset: PresetOpt = DEFAULT_PRESET, config: ConfigOpt = None, set_: SetOpt = None,
-                     out: OutOpt = None, resume: ResumeOpt = False) -> None:
+                     out: OutOpt = None, resume: ResumeOpt = False, pool: PoolOpt = None,
+                     worker: WorkerOpt = None, lease_s: LeaseOpt = 60.0, batch: BatchOpt = 2) -> None:
     """The teacher loop: rewrite seeds into easier/harder variants from student summaries.
 
     Chains start from the pool's seeds; each turn the teacher (llm, procedural or auto)
     proposes one variant, which is parsed, validated by execution, deduplicated, probed
     (M student attempts) and kept when its pass rate is inside the keep band. Prints live
     progress, then yield per turn and direction, rejection reasons and a pass-rate histogram.
+    With --pool URL this process is one of many workers expanding that pool's frontier
+    (leases: no item is expanded twice; start it N times, on any machines).
     """
     cfg = load_config(preset, config, list(set_ or []))
+    if pool is not None:  # one of many workers on a shared pool
+        from teachloop.workers import run_worker
+
+        run_worker(cfg, pool, worker, lease_s=lease_s, batch=batch)
+        return
+    if worker is not None:
+        raise UserError("--worker needs --pool (the pool the workers share)")
     main(cfg, out=out, resume=resume)
 
 

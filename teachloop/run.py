@@ -96,6 +96,8 @@ def _setup(cfg: Any, resume: bool, console: Console) -> tuple[Any, Path, PoolSto
         tmp = cfg_file.with_suffix(".tmp")
         tmp.write_text(dump_yaml(cfg))
         tmp.replace(cfg_file)
+    if cfg.run.pool:  # the pool lives on a server; the run directory points at it
+        (out / rundir.POOL_URL).write_text(cfg.run.pool + "\n")
     return cfg, out, open_pool(out)
 
 
@@ -113,6 +115,10 @@ def student_model_path(cfg: Any) -> str | None:
 
 
 def _teacher(cfg: Any, out: Path, backends: Backends, console: Console) -> dict[str, Any]:
+    if cfg.run.workers > 0:
+        from teachloop.workers import run_worker_processes
+
+        return run_worker_processes(cfg, out, console)
     from teachloop.generate import RUN_FILE
     from teachloop.generate import main as generate
 

@@ -9,6 +9,8 @@ not run yet, never an error).
     RUN_DIR/
       config.yaml            resolved run config (TeachloopConfig), written once at setup
       pool.sqlite            the item pool (curriculum/pool.py): items, stats, lineage, rejections
+      pool.url               instead of pool.sqlite: the URL of a PostgreSQL pool (run --pool)
+      workers/<name>.log     run --workers N: each generation worker's output
       stages.json            {"<stage>": {"done": true, "wall_s": ..., ...}} finished stages
       generate.json          the teacher loop's run id and settings (teachloop/generate.py)
       checkpoints.sqlite     LangGraph checkpointer of the teacher loop (resume after a kill)
@@ -42,6 +44,8 @@ from typing import Any
 
 CONFIG = "config.yaml"
 POOL = "pool.sqlite"
+POOL_URL = "pool.url"
+WORKERS_DIR = "workers"
 STAGES = "stages.json"
 GENERATE_RESULT = "generate_result.json"
 TRAIN_DIR = "train"

@@ -162,11 +162,21 @@ def main(
         raise UserError(f"--max-steps must be >= 1, got {max_steps}")
     from teachloop.curriculum.pool import PoolError, open_pool, resolve_pool_path
 
-    if "://" not in str(pool) and not resolve_pool_path(pool).exists():
-        raise UserError(f"no pool at {pool} (expected {resolve_pool_path(pool)}); "
-                        "run `teachloop run` first")
-    store = open_pool(pool, create=False)
-    run_dir = Path(pool) if "://" not in str(pool) and Path(pool).is_dir() else resolve_pool_path(pool).parent
+    from teachloop.curriculum.pool_schema import parse_pool_url
+
+    local = None if "://" in str(pool) else parse_pool_url(pool).path  # None: a server pool
+    if local is not None and not local.exists():
+        raise UserError(f"no pool at {pool} (expected {local}); run `teachloop run` first")
+    try:
+        store = open_pool(pool, create=False)
+    except PoolError as e:
+        raise UserError(str(e)) from None
+    if "://" not in str(pool) and Path(pool).is_dir():
+        run_dir = Path(pool)
+    elif store.dialect == "postgresql":  # a server pool given by URL: ./runs/train-<mode>
+        run_dir = Path("runs")
+    else:
+        run_dir = resolve_pool_path(pool).parent
     out_dir = Path(out) if out is not None else run_dir / f"train-{mode.replace('+', '-')}"
     last_ckpt = None
     if resume:
@@ -300,8 +310,15 @@ def train_command(
     arg: Annotated[Optional[list[str]], typer.Option("--arg", help="any CurriculumGRPOConfig "
                    "field, e.g. --arg use_vllm=true --arg vcrl_config='{\"kappa\": 0.5}' "
                    "(repeatable)")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="train.KEY=VALUE, the same as "
+                    "--arg KEY=VALUE, e.g. --set train.pool_refresh_steps=2 to pick up items "
+                    "generation workers add to the pool while training (repeatable)")] = None,
 ) -> None:
     """GRPO on the pool with VCRL variance selection + replay and AdaCuRL buckets."""
+    for s in set_ or []:
+        if not s.startswith("train."):
+            raise UserError(f"--set {s!r}: teachloop train takes train.KEY=VALUE only")
+    arg = list(arg or []) + [s[len("train."):] for s in set_ or []]
     main(pool, mode=mode, max_steps=max_steps, out=out, model=model, seed=seed,
          num_generations=num_generations, batch_size=batch_size,
          max_completion_length=max_completion_length, learning_rate=learning_rate, beta=beta,

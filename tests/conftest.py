@@ -29,3 +29,31 @@ def llama_server(tmp_path_factory):
     print(f"\nllama_cpp.server pid {server.pid} healthy on port {server.port} in {server.start_seconds:.1f} s")
     yield server
     server.stop()
+
+
+try:
+    import pg_cluster
+except ImportError:  # tests/ became a package
+    from tests import pg_cluster
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throw-away PostgreSQL cluster on 127.0.0.1 for the session (tests/pg_cluster.py);
+    skips with the reason when the server binaries or psycopg are missing."""
+    reason = pg_cluster.why_not()
+    if reason:
+        pytest.skip(reason)
+    cluster = pg_cluster.start_cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_pool_url(request, tmp_path_factory):
+    """A factory of fresh, empty pool URLs, once per dialect: a new SQLite file, or a new
+    schema in the session's PostgreSQL cluster (the URL sets its search_path)."""
+    if request.param == "sqlite":
+        return lambda: str(tmp_path_factory.mktemp("pool") / "pool.sqlite")
+    server = request.getfixturevalue("pg_server")
+    return server.new_schema

@@ -1,4 +1,5 @@
-"""The item schema and the SQLite pool store.  Run: pytest tests/test_pool.py -q"""
+"""The item schema and the pool store, on both dialects (SQLite, and PostgreSQL in a throw-away
+cluster: the ``new_pool_url`` fixture in conftest.py).  Run: pytest tests/test_pool.py -q"""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ settings.register_profile("pool", deadline=None, max_examples=40,
 settings.load_profile("pool")
 
 
-def fresh(tmp_path_factory) -> PoolStore:
-    return open_pool(tmp_path_factory.mktemp("pool") / "pool.sqlite")
+def fresh(new_pool_url) -> PoolStore:
+    return open_pool(new_pool_url())
 
 
 # --- schema ----------------------------------------------------------------------------
@@ -67,8 +68,8 @@ def test_item_rejects_bad_fields():
 # --- store: insert / dedup -------------------------------------------------------------
 
 @given(prompts=st.lists(st.tuples(st.sampled_from(FAMILIES), texts), max_size=30))
-def test_insert_is_idempotent_and_dedups(tmp_path_factory, prompts):
-    store = fresh(tmp_path_factory)
+def test_insert_is_idempotent_and_dedups(new_pool_url, prompts):
+    store = fresh(new_pool_url)
     items = [Item(family=f, prompt=p) for f, p in prompts]
     expected = {it.id for it in items}
     first = store.insert_many(items)
@@ -83,8 +84,8 @@ def test_insert_is_idempotent_and_dedups(tmp_path_factory, prompts):
     store.close()
 
 
-def test_insert_keeps_first_version(tmp_path):
-    store = open_pool(tmp_path / "p.sqlite")
+def test_insert_keeps_first_version(new_pool_url):
+    store = fresh(new_pool_url)
     a = Item(family="math.word", prompt="2+2?", answer="4")
     assert store.insert(a) is True
     b = Item(family="math.word", prompt="2+2? ", answer="5")  # same id after normalising
@@ -96,9 +97,9 @@ def test_insert_keeps_first_version(tmp_path):
 
 @given(moves=st.lists(st.tuples(st.integers(0, 50), st.sampled_from(["easier", "harder"])),
                       min_size=1, max_size=25))
-def test_lineage_children_and_chain(tmp_path_factory, moves):
+def test_lineage_children_and_chain(new_pool_url, moves):
     """Grow a random tree; chain() walks back to the seed, children() inverts parent_id."""
-    store = fresh(tmp_path_factory)
+    store = fresh(new_pool_url)
     root = Item(family="math.word", prompt="seed problem")
     store.insert(root)
     nodes = [root]
@@ -126,8 +127,8 @@ def test_lineage_children_and_chain(tmp_path_factory, moves):
 
 @given(batches=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 8), st.data()),
                         min_size=1, max_size=15))
-def test_stats_accumulate_exactly(tmp_path_factory, batches):
-    store = fresh(tmp_path_factory)
+def test_stats_accumulate_exactly(new_pool_url, batches):
+    store = fresh(new_pool_url)
     items = [Item(family="math.word", prompt=f"q{i}") for i in range(4)]
     store.insert_many(items)
     tot = {it.id: [0, 0] for it in items}
@@ -148,9 +149,13 @@ def test_stats_accumulate_exactly(tmp_path_factory, batches):
     store.close()
 
 
-def test_queries_filter_by_family_direction_turn_difficulty(tmp_path):
+def test_run_directory_holds_pool_sqlite(tmp_path):
     store = open_pool(tmp_path)  # a run directory
     assert store.path == tmp_path / "pool.sqlite"
+
+
+def test_queries_filter_by_family_direction_turn_difficulty(new_pool_url):
+    store = fresh(new_pool_url)
     seed = Item(family="math.rg.chain_sum", prompt="1+2")
     e = seed.child("1+1", "easier")
     h = seed.child("17+25+3", "harder")
@@ -169,8 +174,8 @@ def test_queries_filter_by_family_direction_turn_difficulty(tmp_path):
     assert store.ids_with_prefix(h.id[:6]) and store.ids_with_prefix("zz") == []
 
 
-def test_rejections_table(tmp_path):
-    store = open_pool(tmp_path / "p.sqlite")
+def test_rejections_table(new_pool_url):
+    store = fresh(new_pool_url)
     store.reject(family="code.deduction", stage="parse", reason="no python block",
                  proposal="garbage", direction="harder", turn=1)
     store.reject(family="code.deduction", stage="validate", reason="non-deterministic",
@@ -189,7 +194,9 @@ def test_url_forms(tmp_path, monkeypatch):
         "rel/pool.sqlite").relative_to(tmp_path)
     assert str(resolve_pool_path("sqlite:////abs/x.sqlite")) == "/abs/x.sqlite"
     with pytest.raises(PoolError, match="unsupported"):
-        resolve_pool_path("postgresql://host/db")
+        resolve_pool_path("postgresql://host/db")  # a server database has no file path
+    with pytest.raises(PoolError, match="unsupported pool URL scheme 'mysql'"):
+        open_pool("mysql://host/db")
     s = open_pool("sqlite:///rel/pool.sqlite")
     s.insert(Item(family="math.word", prompt="q"))
     s.close()
@@ -247,8 +254,8 @@ def _writer(path: str, worker: int, n: int, overlap: int, barrier) -> None:
     store.close()
 
 
-def test_two_processes_insert_concurrently(tmp_path):
-    path = str(tmp_path / "pool.sqlite")
+def test_two_processes_insert_concurrently(new_pool_url):
+    path = new_pool_url()
     n, overlap = 500, 100
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(2)
@@ -264,10 +271,8 @@ def test_two_processes_insert_concurrently(tmp_path):
     assert shared0.attempts == 2 * (n // 50)  # no lost update
 
 
-def test_record_many_once_key_counts_a_batch_once(tmp_path):
-    from teachloop.curriculum.items import Item
-
-    store = open_pool(tmp_path)
+def test_record_many_once_key_counts_a_batch_once(new_pool_url):
+    store = fresh(new_pool_url)
     it = Item(family="math.test", prompt="1+1?", answer="2")
     store.insert(it)
     assert store.record_many([(it.id, 4, 1.0)], once_key="train:s1:c0") == 1
@@ -277,8 +282,8 @@ def test_record_many_once_key_counts_a_batch_once(tmp_path):
     assert (got.attempts, got.successes) == (8, 4.0) and got.p == 0.5
 
 
-def test_probe_and_training_stats_are_kept_apart(tmp_path):
-    store = open_pool(tmp_path)
+def test_probe_and_training_stats_are_kept_apart(new_pool_url):
+    store = fresh(new_pool_url)
     it = Item(family="math.test", prompt="2+2?", answer="4")
     store.insert(it)
     store.record_many([(it.id, 8, 2.0)], policy="SmolLM2-135M")  # probe (the default kind)
