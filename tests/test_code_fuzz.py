@@ -131,3 +131,67 @@ def test_the_teachers_own_probe_name_cannot_be_hijacked():
     it = FAM.validate_proposal({"code": code, "inputs": ["[-3, -1]", "[1, 5, 2]"]}).item
     assert FAM.score(it, "```python\nf([1, 5, 2])\n```") == 0.0
     assert FAM.score(it, "```python\nf([-2])\n```") == 1.0
+
+
+def test_teacher_loop_writes_validates_and_probes_fuzzing_problems(tmp_path):
+    """The llm teacher's side: the code_fuzz prompt templates, the strict parser and the
+    family's validation, through the real graph (scripted teacher and student backends)."""
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    from teachloop.agents.backends import ChatBackend, Completion
+    from teachloop.agents.config import TeacherLoopConfig
+    from teachloop.agents.graph import run_loop
+    from teachloop.agents.ledger import Ledger
+    from teachloop.agents.state import LoopContext
+    from teachloop.agents.teacher import PromptLibrary, parse_proposal
+    from teachloop.curriculum.pool import open_pool
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from loop_helpers import ScriptedTeacher
+
+    class HalfRightStudent(ChatBackend):
+        name = "half-right"
+
+        async def agenerate(self, conversations, *, n=1, **kw):
+            return [[Completion(f"```python\nf([{-5 if k % 2 == 0 else 5}])\n```", 10, 8, "stop")
+                     for k in range(n)] for _ in conversations]
+
+    max_text = f"<code>\n{CODE}</code>\n<input>[-3, -1]</input>\n<input>[1, 5, 2]</input>\n<input>[]</input>\n"
+    min_code = (CODE.replace("x > best", "x < best").replace("max(xs)", "min(xs)"))
+    min_text = f"<code>\n{min_code}</code>\n<input>[3, 1]</input>\n<input>[-1, 5]</input>\n<input>[]</input>\n"
+
+    assert parse_proposal("code.fuzzing", min_text).ok
+    store = open_pool(tmp_path)
+    store.insert_many(FAM.seeds(2, seed=0))
+    cfg = TeacherLoopConfig(kind="llm", max_turns=1, attempts=4, families=["code.fuzzing"])
+    ctx = LoopContext(config=cfg, store=store, ledger=Ledger(store, "r1"), student=HalfRightStudent(),
+                      teacher=ScriptedTeacher([max_text, min_text]), teacher_name="llm:scripted",
+                      prompts=PromptLibrary())
+    state = asyncio.run(run_loop(ctx, "r1"))
+    outs = state["outcomes"]
+    assert len(outs) == 2 and all(o["status"] == "accepted" for o in outs), [(o["stage"], o["reason"]) for o in outs]
+    assert all(o["prompt_version"].startswith("code_fuzz/first@1#") and o["p"] == 0.5 for o in outs)
+    kids = [it for it in store.query() if it.direction != "seed"]
+    assert len(kids) == 2 and all(it.family == "code.fuzzing" for it in kids)
+    assert sorted(it.answer for it in kids) == ["[-3, -1]", "[3, 1]"]
+
+
+def test_teacher_output_parser_for_fuzzing():
+    from teachloop.agents.teacher import format_blocks, parse_proposal, render_item
+
+    seed = FAM.seeds(1)[0]
+    p = parse_proposal("code.fuzzing", render_item(seed))  # an item renders in its own format
+    assert p.ok and p.to_family_dict() == {"code": seed.checker["code"].strip("\n").rstrip(),
+                                           "inputs": seed.checker["inputs"]}
+    assert [b.opening.strip() for b in format_blocks("code.fuzzing")] == ["<code>", "<input>", "<input>", "<input>"]
+    for text, why in [
+        ("<code>\ndef f(x):\n    return x\n</code><input>1</input>", "pre_test_f, test_f"),
+        (f"<code>\n{CODE}</code>", "missing <input>"),
+        (f"<code>\n{CODE}</code><input>os.getcwd()</input>", "not a list of Python literal"),
+        (f"<code>\n{CODE}</code><input>[1]</input><input>f([1])</input>", "duplicate inputs"),
+        (f"<code>\n{CODE}\n<input>[1]</input>", "not closed"),
+    ]:
+        r = parse_proposal("code.fuzzing", text)
+        assert not r.ok and why in r.reason, (why, r.reason)
