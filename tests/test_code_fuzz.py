@@ -195,3 +195,22 @@ def test_teacher_output_parser_for_fuzzing():
     ]:
         r = parse_proposal("code.fuzzing", text)
         assert not r.ok and why in r.reason, (why, r.reason)
+
+
+@pytest.mark.parametrize("kind", ["first", "easier", "harder"])
+def test_fuzzing_templates_render_with_a_version(kind):
+    from teachloop.agents.teacher import PromptLibrary
+
+    lib = PromptLibrary()
+    if kind == "first":
+        msgs, version = lib.render(FAM.seeds(1)[0], kind, summary="SUMMARY-TEXT", direction="harder")
+        user = msgs[-1]["content"]
+        assert msgs[0]["role"] == "system" and "SUMMARY-TEXT" in user and "pre_test_f" in user
+        assert lib.prefill(FAM.seeds(1)[0], kind) == "<code>"
+    else:
+        user, version = lib.follow_up("code.fuzzing", kind, outcome="OUTCOME-TEXT", rule="RULE-TEXT",
+                                      target="your problem of turn 1")
+        assert user.index("OUTCOME-TEXT") < user.index("RULE-TEXT") < user.index("your problem of turn 1")
+        assert kind.upper() in user and "witness" in user
+    assert "{{" not in user and "<code>" in user or kind != "first"
+    assert version.startswith(f"code_fuzz/{kind}@1#")
