@@ -212,5 +212,6 @@ def test_fuzzing_templates_render_with_a_version(kind):
                                       target="your problem of turn 1")
         assert user.index("OUTCOME-TEXT") < user.index("RULE-TEXT") < user.index("your problem of turn 1")
         assert kind.upper() in user and "witness" in user
-    assert "{{" not in user and "<code>" in user or kind != "first"
+    assert "{{" not in user
+    assert "<code>" in user and "<input>" in user  # the format is spelled out on every turn
     assert version.startswith(f"code_fuzz/{kind}@1#")
