@@ -141,7 +141,8 @@ def _chain_run(args, out: Path, teacher, student, *, lockstep: bool, rep: int) -
     store = open_pool(Path(tempfile.mkdtemp(dir=out)))  # a fresh pool even when --out is reused
     store.insert_many(get_family("math.word").seeds(args.chains, seed=rep))
     cfg = TeacherLoopConfig(kind="llm", max_turns=args.turns, attempts=args.attempts, in_band="harder",
-                            families=["math.word"], seed=rep)
+                            families=["math.word"], seed=rep, student_max_tokens=args.student_tokens,
+                            teacher_max_tokens=args.teacher_tokens, teacher_temperature=args.teacher_temperature)
     ctx = LoopContext(config=cfg, store=store, ledger=Ledger(store, "bench"), student=student,
                       teacher=teacher, teacher_name="llm:bench", prompts=PromptLibrary())
     t0 = time.perf_counter()
