@@ -8,8 +8,10 @@ hand the chain's ``ChainState`` on with ``Send``; chains meet again only in the 
 channels ``outcomes`` / ``chains_done`` (reduce) when their subgraphs return.
 
 Chains advance independently (issue 14): a superstep of a chain's subgraph holds only that
-chain's node, so a chain whose teacher call is slow holds no other chain back. Before, every
-chain node ran in the loop's own supersteps (``build_graph(lockstep=True)``, kept as the
+chain's node, so a chain whose teacher call is slow holds no other chain back. The heads are
+still measured together (the loop's second superstep: one batch of probes), so all chains
+start together; from then on each goes at its own pace. Before, every chain node ran in the
+loop's own supersteps (``build_graph(lockstep=True)``, kept as the
 benchmark's baseline), and each superstep waited for the slowest chain. Model calls of chains
 in flight still meet in the backend (``agents/batching.CoalescingBackend`` turns concurrent
 local calls into one batch).

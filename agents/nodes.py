@@ -46,6 +46,7 @@ from teachloop.agents.conversation import build_conversation
 from teachloop.agents.probe import aprobe
 from teachloop.agents.state import (
     ChainEnd,
+    ChainRunState,
     ChainState,
     LoopContext,
     LoopState,
@@ -189,7 +190,7 @@ async def measure_lockstep(task: MeasureTask, runtime: Runtime[LoopContext]) -> 
     return Command(goto=[Send("route", c) for c in chains])
 
 
-def begin(state: dict[str, Any], runtime: Runtime[LoopContext]) -> Command[Literal["route"]]:
+def begin(state: ChainRunState, runtime: Runtime[LoopContext]) -> Command[Literal["route"]]:
     """Entry of one chain's subgraph: its chain (the input) goes to ``route``."""
     return Command(goto=Send("route", state["chain"]))
 

@@ -142,7 +142,8 @@ def _chain_run(args, out: Path, teacher, student, *, lockstep: bool, rep: int) -
     store.insert_many(get_family("math.word").seeds(args.chains, seed=rep))
     cfg = TeacherLoopConfig(kind="llm", max_turns=args.turns, attempts=args.attempts, in_band="harder",
                             families=["math.word"], seed=rep, student_max_tokens=args.student_tokens,
-                            teacher_max_tokens=args.teacher_tokens, teacher_temperature=args.teacher_temperature)
+                            teacher_max_tokens=args.teacher_tokens, teacher_temperature=args.teacher_temperature,
+                            **({} if args.student_temperature is None else {"student_temperature": args.student_temperature}))
     ctx = LoopContext(config=cfg, store=store, ledger=Ledger(store, "bench"), student=student,
                       teacher=teacher, teacher_name="llm:bench", prompts=PromptLibrary())
     t0 = time.perf_counter()
@@ -219,6 +220,9 @@ def main() -> None:
     ap.add_argument("--student-latency", type=float, default=0.1, help="chains: mean student call latency (s)")
     ap.add_argument("--latency-sigma", type=float, default=1.0, help="chains: sigma of the lognormal latency")
     ap.add_argument("--chains-backend", default="scripted", choices=("scripted", "server"))
+    ap.add_argument("--student-temperature", type=float, default=None,
+                    help="chains: student sampling temperature (0 with --teacher-temperature 0: the same work "
+                         "in both modes on the server)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here too")
     ap.add_argument("--verbose", action="store_true", help="print each run's report")
