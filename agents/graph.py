@@ -1,19 +1,29 @@
-"""The teacher loop as one LangGraph ``StateGraph``, assembled in one place.
+"""The teacher loop as LangGraph ``StateGraph``s, assembled in one place.
 
 Sancaktar et al. (arXiv 2603.24202; METHODS.md §1): a teacher that is never fine-tuned
-rewrites problems turn after turn from what the student actually did. Each chain (a frontier
-head and its newest variants) runs in its own branch: ``select_frontier`` fans out with
-``Send`` (map), every chain node hands its ``ChainState`` to the next with ``Send``, and
-chains meet again only in the reducer channels ``outcomes`` / ``chains_done`` (reduce).
-Chains in flight therefore run in parallel; their model calls meet in the backend
-(``agents/batching.CoalescingBackend`` turns concurrent local calls into one batch).
+rewrites problems turn after turn from what the student actually did. ``select_frontier``
+fans out with ``Send`` (map) to one ``measure`` task per head; each head's chains then run in
+their own subgraph (``chain``, one per chain, all in one superstep of the loop), whose nodes
+hand the chain's ``ChainState`` on with ``Send``; chains meet again only in the reducer
+channels ``outcomes`` / ``chains_done`` (reduce) when their subgraphs return.
+
+Chains advance independently (issue 14): a superstep of a chain's subgraph holds only that
+chain's node, so a chain whose teacher call is slow holds no other chain back. The heads are
+still measured together (the loop's second superstep: one batch of probes), so all chains
+start together; from then on each goes at its own pace. Before, every chain node ran in the
+loop's own supersteps (``build_graph(lockstep=True)``, kept as the
+benchmark's baseline), and each superstep waited for the slowest chain. Model calls of chains
+in flight still meet in the backend (``agents/batching.CoalescingBackend`` turns concurrent
+local calls into one batch).
 
 Checkpointing: compile with a checkpointer (``AsyncSqliteSaver`` in RUN_DIR for
 ``teachloop generate``; thread id = the run id; ``durability="sync"``). LangGraph saves each
-superstep before starting the next, and the writes of every finished task, so after a kill
-the resumed run re-executes only the tasks that had not finished, with the same inputs; pool
-writes happen only in ``record`` and are exactly-once per proposal slot (agents/ledger.py).
-Together: nothing lost, nothing twice.
+superstep before starting the next, and the writes of every finished task; a chain's subgraph
+inherits the checkpointer and the durability and saves its own supersteps under its task's
+namespace. After a kill the resumed run re-executes only the loop's tasks that had not
+finished, with the same inputs, and each unfinished chain's subgraph resumes from its own last
+superstep; pool writes happen only in ``record`` and are exactly-once per proposal slot
+(agents/ledger.py). Together: nothing lost, nothing twice.
 
 ``run_loop`` is the one entry point used by teachloop/generate.py, tests and benchmarks.
 """
@@ -28,18 +38,15 @@ from typing import Any
 from langgraph.graph import START, StateGraph
 
 from teachloop.agents import nodes
-from teachloop.agents.state import LoopContext, LoopState
+from teachloop.agents.state import ChainRunInput, ChainRunOutput, ChainRunState, LoopContext, LoopState
 
 NODES_PER_TURN = 8  # route summarise propose parse validate dedup probe record
 
 
-def build_graph(checkpointer: Any = None) -> Any:
-    """A fresh compiled teacher-loop graph (edges come from the nodes' ``Command`` types)."""
-    g = StateGraph(LoopState, context_schema=LoopContext)
-    # chain heads from pool stats -> one measure task per head (Send fan-out)
-    g.add_node("select_frontier", nodes.select_frontier)
-    # pass rate of each head: pool stats, or M batched student attempts
-    g.add_node("measure", nodes.measure)
+CHAIN_NODES = ("route", "summarise", "propose", "parse", "validate", "dedup", "probe", "record")
+
+
+def _add_chain_nodes(g: StateGraph) -> None:
     # progression rule: next direction on the newest variant, or stop (max_turns, in band)
     g.add_node("route", nodes.route)
     # performance summary for the teacher: p, solved/failed attempts, direction
@@ -56,12 +63,43 @@ def build_graph(checkpointer: Any = None) -> Any:
     g.add_node("probe", nodes.probe)
     # keep in band -> pool, else rejections; exactly once per slot; back to route
     g.add_node("record", nodes.record)
+
+
+def build_chain_graph() -> Any:
+    """One chain's subgraph: ``begin`` hands the input chain to ``route``, then the chain's turns
+    (compiled without a checkpointer: it inherits the loop's)."""
+    g = StateGraph(ChainRunState, context_schema=LoopContext, input_schema=ChainRunInput,
+                   output_schema=ChainRunOutput)
+    g.add_node("begin", nodes.begin)
+    _add_chain_nodes(g)
+    g.add_edge(START, "begin")
+    return g.compile()
+
+
+def build_graph(checkpointer: Any = None, *, lockstep: bool = False) -> Any:
+    """A fresh compiled teacher-loop graph (edges come from the nodes' ``Command`` types).
+
+    ``lockstep=True``: the design before issue 14 (every chain node in the loop's own
+    supersteps), kept only as the baseline of benchmarks/bench_teacher.py ``--only chains``.
+    """
+    g = StateGraph(LoopState, context_schema=LoopContext)
+    # chain heads from pool stats -> one measure task per head (Send fan-out)
+    g.add_node("select_frontier", nodes.select_frontier)
+    # pass rate of each head: pool stats, or M batched student attempts
+    if lockstep:
+        g.add_node("measure", nodes.measure_lockstep)
+        _add_chain_nodes(g)
+    else:
+        g.add_node("measure", nodes.measure)
+        # each chain in its own subgraph: it advances on its own
+        g.add_node("chain", build_chain_graph())
     g.add_edge(START, "select_frontier")
     return g.compile(checkpointer=checkpointer)
 
 
 def recursion_limit(max_turns: int) -> int:
-    """Supersteps a run may take: each chain takes one node per superstep."""
+    """Supersteps a run may take: each chain takes one node per superstep (in its subgraph,
+    which inherits the limit)."""
     return NODES_PER_TURN * (max_turns + 1) + 10
 
 
@@ -71,13 +109,16 @@ async def run_loop(
     *,
     checkpointer: Any = None,
     on_update: Callable[[str, dict[str, Any]], None] | None = None,
+    lockstep: bool = False,
 ) -> dict[str, Any]:
     """Run (or, when the checkpointer holds the thread ``run_id``, resume) the loop; returns
     the final shared state (``outcomes``, ``chains_done``, ``frontier_size``, ``run_id``).
 
-    ``on_update(node, update)`` is called for every node update (progress displays).
+    ``on_update(node, update)`` is called for every node update (progress displays), the
+    nodes of the chains' subgraphs included (a chain subgraph's own return is not repeated).
+    ``lockstep``: the baseline graph (see ``build_graph``).
     """
-    graph = build_graph(checkpointer)
+    graph = build_graph(checkpointer, lockstep=lockstep)
     config: dict[str, Any] = {"configurable": {"thread_id": run_id},
                               "recursion_limit": recursion_limit(ctx.config.max_turns)}
     inp: dict[str, Any] | None = {"run_id": run_id}
@@ -89,14 +130,18 @@ async def run_loop(
     # durability="sync": superstep k is on disk before superstep k+1 starts, so a kill can never
     # leave the pool ahead of the checkpoint by more than the tasks of one superstep, whose
     # re-run has the very same inputs (the default "async" would let a lost checkpoint re-run
-    # a probe whose record had already reached the pool)
+    # a probe whose record had already reached the pool); the chains' subgraphs inherit it
     durability = {"durability": "sync"} if checkpointer is not None else {}  # (1.2 fails without one)
-    stream = graph.astream(inp, config, context=ctx, stream_mode=["updates", "values"], **durability)
-    async for mode, chunk in stream:
+    stream = graph.astream(inp, config, context=ctx, stream_mode=["updates", "values"], subgraphs=True,
+                           **durability)
+    async for ns, mode, chunk in stream:
         if mode == "values":
-            final = chunk
+            if not ns:
+                final = chunk
         elif on_update is not None:
             for node, update in chunk.items():
+                if not ns and node == "chain":
+                    continue  # a chain's subgraph returned: its nodes were reported already
                 on_update(node, update or {})
     if checkpointer is not None:
         final = (await graph.aget_state(config)).values

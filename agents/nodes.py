@@ -1,9 +1,10 @@
 """Nodes of the teacher loop: small functions, each returning a ``Command`` whose type names
 the edges it may take (STYLE.md §8). Wiring: agents/graph.py.
 
-A chain moves through the graph as a ``Send`` payload (``ChainState``)::
+A chain moves through the graph as a ``Send`` payload (``ChainState``), inside its own
+subgraph (``chain``: ``begin -> route -> ...``; agents/graph.py), so it advances on its own::
 
-    select_frontier -> measure -> route -> summarise -> propose -> parse -> validate
+    select_frontier -> measure -> [chain] route -> summarise -> propose -> parse -> validate
                                     ^                      |  (procedural) |        |
                                     |                      +---> dedup <---+--------+
                                     |                              |
@@ -45,6 +46,7 @@ from teachloop.agents.conversation import build_conversation
 from teachloop.agents.probe import aprobe
 from teachloop.agents.state import (
     ChainEnd,
+    ChainRunState,
     ChainState,
     LoopContext,
     LoopState,
@@ -169,12 +171,32 @@ def select_frontier(state: LoopState, runtime: Runtime[LoopContext]) -> Command[
     return Command(update={"frontier_size": n}, goto=sends)
 
 
-async def measure(task: MeasureTask, runtime: Runtime[LoopContext]) -> Command[Literal["route"]]:
-    """The head's pass rate: from the pool when measured, else M student attempts (recorded).
+async def measure(task: MeasureTask, runtime: Runtime[LoopContext]) -> Command[Literal["chain"]]:
+    """The head's pass rate: from the pool when measured, else M student attempts (recorded);
+    then each of its chains starts in its own subgraph (``chain``), which advances on its own.
 
     Once per head (not per chain), so chains sharing a head do not probe it twice; a re-run
     after a kill finds the recorded stats and does not add them again.
     """
+    chains = await _measure(task, runtime)
+    return Command(goto=[Send("chain", {"chain": c}) for c in chains])
+
+
+async def measure_lockstep(task: MeasureTask, runtime: Runtime[LoopContext]) -> Command[Literal["route"]]:
+    """``measure`` for the lock-step graph (``build_graph(lockstep=True)``, the design before
+    issue 14, kept as the benchmark's baseline): every chain's node runs in the loop's own
+    supersteps, so each superstep waits for the slowest chain."""
+    chains = await _measure(task, runtime)
+    return Command(goto=[Send("route", c) for c in chains])
+
+
+def begin(state: ChainRunState, runtime: Runtime[LoopContext]) -> Command[Literal["route"]]:
+    """Entry of one chain's subgraph: its chain (the input) goes to ``route``."""
+    return Command(goto=Send("route", state["chain"]))
+
+
+async def _measure(task: MeasureTask, runtime: Runtime[LoopContext]) -> list[ChainState]:
+    """The chains of one head, each with the head's measured summary (see ``measure``)."""
     ctx = runtime.context
     ctx.visit("measure")
     cfg = ctx.config
@@ -194,18 +216,17 @@ async def measure(task: MeasureTask, runtime: Runtime[LoopContext]) -> Command[L
                                 score_workers=cfg.score_workers, fewshot=cfg.student_fewshot))[0]
         except BackendError as e:  # the head cannot be measured: its chains end, the run goes on
             why = f"backend: student request failed: {e}"[:300]
-            return Command(goto=[Send("route", {**c, "head": task["head"], "head_summary": {},
-                                                "start_id": head.id, "exhausted": why})
-                                 for c in task["chains"]])
+            return [ChainState(**{**c, "head": task["head"], "head_summary": {}, "start_id": head.id,
+                                  "exhausted": why}) for c in task["chains"]]
         summary = summarise_attempts(res.completions, res.rewards, k=cfg.summary_examples,
                                      max_chars=cfg.summary_chars)
         ctx.store.record_many([(head.id, res.attempts, float(sum(res.rewards)))])
         current = ctx.store.get(head.id) or head
     head_d = current.to_dict()
-    return Command(goto=[Send("route", {**c, "head": head_d, "head_summary": summary, "start_id": head.id,
-                                        "seed": head_d, "seed_summary": summary, "head_turn": 0,
-                                        "history": [], "rejections_in_row": 0})
-                         for c in task["chains"]])
+    return [ChainState(**{**c, "head": head_d, "head_summary": summary, "start_id": head.id,
+                          "seed": head_d, "seed_summary": summary, "head_turn": 0,
+                          "history": [], "rejections_in_row": 0})
+            for c in task["chains"]]
 
 
 def route(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal["summarise", "__end__"]]:

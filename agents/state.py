@@ -9,6 +9,9 @@ Two kinds of state travel through the graph:
 - ``ChainState``: one chain in flight, carried from node to node in ``Send`` payloads
   (map-reduce over the frontier's chains). It never lands in a shared channel; the chain's
   result reaches the shared state only as ``Outcome`` / ``ChainEnd`` records.
+- ``ChainRunState``: the state of one chain's own subgraph (agents/graph.py ``build_chain_graph``):
+  its input ``chain`` and its ``outcomes`` / ``chains_done``, which reach ``LoopState`` through
+  the same reducers when the chain's subgraph returns.
 
 Everything in state is plain JSON-able data (items travel as ``Item.to_dict()``), so the
 SQLite checkpointer stores it without custom serialisers and a resumed run rebuilds exactly
@@ -153,6 +156,23 @@ class LoopState(TypedDict, total=False):
     frontier_size: int  # chains started (written once by select_frontier)
     outcomes: Annotated[list[Outcome], operator.add]  # one per proposal, from parallel chains
     chains_done: Annotated[list[ChainEnd], operator.add]  # one per chain, from parallel chains
+
+
+class ChainRunInput(TypedDict):
+    """Input of one chain's subgraph: the chain as ``measure`` started it."""
+
+    chain: ChainState
+
+
+class ChainRunOutput(TypedDict, total=False):
+    """What one chain's subgraph hands back to the loop (added by ``LoopState``'s reducers)."""
+
+    outcomes: Annotated[list[Outcome], operator.add]
+    chains_done: Annotated[list[ChainEnd], operator.add]
+
+
+class ChainRunState(ChainRunInput, ChainRunOutput, total=False):
+    """The channels of one chain's subgraph (one task per superstep: the chain's own)."""
 
 
 @dataclass

@@ -16,6 +16,8 @@ Format (one tag block per field; text outside the blocks is ignored)::
         [<query>k</query>: which input the item asks about, default 0]
     code.generation:
         <prompt>...</prompt> <solution>...</solution> <tests>...</tests> <entry_point>...</entry_point>
+    code.fuzzing:
+        <code>def f / def pre_test_f / def test_f</code> <input>...</input> x 2..10 (a witness first)
 
 Parsing is strict: each singular block exactly once, closed, non-empty, within a size cap,
 free of control characters; code must parse and define the right function. A block may wrap
@@ -48,6 +50,7 @@ from teachloop.curriculum.items import Item
 MATH_FAMILIES = ("math.word",)
 CODE_EXEC_FAMILIES = ("code.deduction", "code.abduction", "code.induction")
 CODE_GEN_FAMILIES = ("code.generation",)
+CODE_FUZZ_FAMILIES = ("code.fuzzing",)
 TURN_KINDS = ("first", "easier", "harder")
 PROCEDURAL_VERSION = "procedural@1"
 
@@ -59,13 +62,16 @@ _FIELD_CAPS = {"problem": 4000, "program": 8000, "answer": 200, "code": 10_000, 
 
 
 def group_of(family: str) -> str | None:
-    """The prompt/format group of a family: math, code_exec, code_gen (None: no llm format)."""
+    """The prompt/format group of a family: math, code_exec, code_gen, code_fuzz (None: no llm
+    format)."""
     if family in MATH_FAMILIES or family.startswith("math.rg."):
         return "math"
     if family in CODE_EXEC_FAMILIES:
         return "code_exec"
     if family in CODE_GEN_FAMILIES:
         return "code_gen"
+    if family in CODE_FUZZ_FAMILIES:
+        return "code_fuzz"
     return None
 
 
@@ -94,6 +100,8 @@ FORMAT_BLOCKS: dict[str, tuple[FormatBlock, ...]] = {
                  FormatBlock("\n<solution>\n", "</solution>", 320),
                  FormatBlock("\n<tests>\n", "</tests>", 320),
                  FormatBlock("\n<entry_point>", "</entry_point>", 12, one_line=True)),
+    "code_fuzz": (FormatBlock("<code>\n", "</code>", 384),
+                  *(FormatBlock("\n<input>", "</input>", 48, one_line=True),) * 3),
 }
 
 
@@ -169,9 +177,16 @@ class CodeGenProposal(_Proposal):
     entry_point: str = Field(description="the function's name")
 
 
-Proposal = MathProposal | CodeExecProposal | CodeGenProposal
+class CodeFuzzProposal(_Proposal):
+    """code.fuzzing: f, pre_test_f and test_f, and inputs of which the first fails the test."""
+
+    code: str = Field(description="Python source defining f, pre_test_f and test_f")
+    inputs: list[str] = Field(description="argument lists, Python literals; a witness first, then passing inputs")
+
+
+Proposal = MathProposal | CodeExecProposal | CodeGenProposal | CodeFuzzProposal
 PROPOSAL_MODELS: dict[str, type[_Proposal]] = {"math": MathProposal, "code_exec": CodeExecProposal,
-                                               "code_gen": CodeGenProposal}
+                                               "code_gen": CodeGenProposal, "code_fuzz": CodeFuzzProposal}
 
 
 def proposal_schema(family: str) -> dict[str, Any]:
@@ -201,6 +216,8 @@ def structured_to_tags(family: str, text: str) -> str | ParseRejection:
     except Exception as e:  # noqa: BLE001 - pydantic's ValidationError, one line
         return ParseRejection(reason=f"structured output does not fit the schema: {str(e).splitlines()[0]}"[:300])
     d = p.model_dump()
+    if group == "code_fuzz":
+        return "\n".join([f"<code>\n{d['code']}\n</code>", *(f"<input>{i}</input>" for i in d["inputs"])])
     if group == "code_exec":
         parts = [f"<code>\n{d['code']}\n</code>", *(f"<input>{i}</input>" for i in d["inputs"])]
         if d["message"]:
@@ -319,8 +336,6 @@ def _parse_math(b: _Blocks) -> Proposal | ParseRejection:
 
 
 def _parse_code_exec(b: _Blocks) -> Proposal | ParseRejection:
-    from teachloop.evals.families.harness import literal_args, normalize_args
-
     code = b.one("code")
     if isinstance(code, ParseRejection):
         return code
@@ -332,6 +347,44 @@ def _parse_code_exec(b: _Blocks) -> Proposal | ParseRejection:
         if names:
             return ParseRejection(reason=f"wrong function name: <code> defines {', '.join(names[:3])}, not f")
         return ParseRejection(reason="<code> defines no function f")
+    inputs = _parse_inputs(b)
+    if isinstance(inputs, ParseRejection):
+        return inputs
+    message = b.one("message", required=False)
+    if isinstance(message, ParseRejection):
+        return message
+    message = message or ""
+    if "```" in message or "def f" in message:
+        return ParseRejection(reason="the <message> hint must not contain code")
+    query = b.one("query", required=False)
+    if isinstance(query, ParseRejection):
+        return query
+    q = 0
+    if query is not None:
+        if not query.strip().isdigit() or not 0 <= int(query) < len(inputs):
+            return ParseRejection(reason="<query> must be the index of one of the inputs")
+        q = int(query)
+    return CodeExecProposal(code=code, inputs=inputs, message=message, query=q)
+
+
+def _parse_code_fuzz(b: _Blocks) -> Proposal | ParseRejection:
+    code = b.one("code")
+    if isinstance(code, ParseRejection):
+        return code
+    bad = _check_python("code", code)
+    if bad:
+        return bad
+    missing = [n for n in ("f", "pre_test_f", "test_f") if n not in _top_level_functions(code)]
+    if missing:
+        return ParseRejection(reason=f"<code> defines no function {', '.join(missing)}")
+    inputs = _parse_inputs(b)
+    return inputs if isinstance(inputs, ParseRejection) else CodeFuzzProposal(code=code, inputs=inputs)
+
+
+def _parse_inputs(b: _Blocks) -> list[str] | ParseRejection:
+    """The <input> blocks: literal argument lists (an ``f(...)`` wrapper removed), distinct."""
+    from teachloop.evals.families.harness import literal_args, normalize_args
+
     raw_inputs = b.all("input")
     if isinstance(raw_inputs, str):
         return ParseRejection(reason=raw_inputs)
@@ -350,21 +403,7 @@ def _parse_code_exec(b: _Blocks) -> Proposal | ParseRejection:
         inputs.append(a)
     if len(set(inputs)) != len(inputs):
         return ParseRejection(reason="duplicate inputs")
-    message = b.one("message", required=False)
-    if isinstance(message, ParseRejection):
-        return message
-    message = message or ""
-    if "```" in message or "def f" in message:
-        return ParseRejection(reason="the <message> hint must not contain code")
-    query = b.one("query", required=False)
-    if isinstance(query, ParseRejection):
-        return query
-    q = 0
-    if query is not None:
-        if not query.strip().isdigit() or not 0 <= int(query) < len(inputs):
-            return ParseRejection(reason="<query> must be the index of one of the inputs")
-        q = int(query)
-    return CodeExecProposal(code=code, inputs=inputs, message=message, query=q)
+    return inputs
 
 
 def _parse_code_gen(b: _Blocks) -> Proposal | ParseRejection:
@@ -389,7 +428,8 @@ def _parse_code_gen(b: _Blocks) -> Proposal | ParseRejection:
     return CodeGenProposal(**fields)
 
 
-_PARSERS = {"math": _parse_math, "code_exec": _parse_code_exec, "code_gen": _parse_code_gen}
+_PARSERS = {"math": _parse_math, "code_exec": _parse_code_exec, "code_gen": _parse_code_gen,
+            "code_fuzz": _parse_code_fuzz}
 
 
 def parse_proposal(family: str, text: Any) -> Proposal | ParseRejection:
@@ -448,6 +488,9 @@ def render_item(item: Item, *, max_chars: int = 6000) -> str:
         if msg:
             parts.append(f"<message>\n{cap(msg)}\n</message>")
         return "\n".join(parts)
+    if group == "code_fuzz":
+        ins = (ck.get("inputs") or [])[:MAX_INPUTS]
+        return "\n".join([f"<code>\n{cap(ck.get('code', ''))}\n</code>", *(f"<input>{cap(i)}</input>" for i in ins)])
     if group == "code_gen":
         return "\n".join([
             f"<prompt>\n{cap(ck.get('prompt', ''))}\n</prompt>",

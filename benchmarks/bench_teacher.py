@@ -21,6 +21,14 @@ model shared by all of them):
   medians and their ratio.
 * ``yield``: single-turn (1 turn x T chains per seed) vs multi-turn (T turns x 1 chain) on the
   same seeds and the same proposal budget, for the procedural and the llm teacher.
+* ``chains`` (issue 14): proposals per minute of ``--chains`` chains with every chain in its own
+  subgraph (advancing independently) vs the lock-step graph (``build_graph(lockstep=True)``,
+  the design before), alternated ``--reps`` times in this process: medians and their ratio.
+  No model: the scripted teacher and arithmetic student of tests/loop_helpers.py behind
+  injected heavy-tailed latencies (lognormal per call, ``--teacher-latency`` /
+  ``--student-latency`` mean seconds, ``--latency-sigma``), so the number isolates the
+  scheduling; pool, sandbox validation, dedup, ledger are the real ones. With
+  ``--chains-backend server`` teacher and student are the loopback llama.cpp server instead.
 
 Families and levels: the 135M student scores ~0 on most reasoning-gym items; chain_sum and
 basic_arithmetic at their lowest knob level (two one-digit terms) are where it has some
@@ -119,6 +127,80 @@ def top_reasons(res, k: int = 6) -> str:
     return "\n".join(f"      {n:>3}  {stage}: {reason}" for (stage, reason), n in list(res.reasons.items())[:k])
 
 
+def _chain_run(args, out: Path, teacher, student, *, lockstep: bool, rep: int) -> tuple[int, float]:
+    """One teacher-loop run (math.word seeds, llm teacher, one chain per seed); (proposals, s)."""
+    import asyncio
+
+    from teachloop.agents.config import TeacherLoopConfig
+    from teachloop.agents.graph import run_loop
+    from teachloop.agents.ledger import Ledger
+    from teachloop.agents.state import LoopContext
+    from teachloop.agents.teacher import PromptLibrary
+
+    out.mkdir(parents=True, exist_ok=True)
+    store = open_pool(Path(tempfile.mkdtemp(dir=out)))  # a fresh pool even when --out is reused
+    store.insert_many(get_family("math.word").seeds(args.chains, seed=rep))
+    cfg = TeacherLoopConfig(kind="llm", max_turns=args.turns, attempts=args.attempts, in_band="harder",
+                            families=["math.word"], seed=rep, student_max_tokens=args.student_tokens,
+                            teacher_max_tokens=args.teacher_tokens, teacher_temperature=args.teacher_temperature,
+                            **({} if args.student_temperature is None else {"student_temperature": args.student_temperature}))
+    ctx = LoopContext(config=cfg, store=store, ledger=Ledger(store, "bench"), student=student,
+                      teacher=teacher, teacher_name="llm:bench", prompts=PromptLibrary())
+    t0 = time.perf_counter()
+    state = asyncio.run(run_loop(ctx, "bench", lockstep=lockstep))
+    wall = time.perf_counter() - t0
+    store.close()
+    return len(state["outcomes"]), wall
+
+
+def bench_chains(args, root: Path) -> dict:
+    """Independent chains vs the lock-step graph (see the module docstring, ``chains``)."""
+    from loop_helpers import ArithmeticStudent, LatencyBackend, ScriptedTeacher, lognormal_delay, math_proposal
+
+    server = None
+    if args.chains_backend == "server":
+        from server_utils import start_llama_cpp_server
+
+        from teachloop.agents.embedded import embedded_gguf_path
+
+        server = start_llama_cpp_server(embedded_gguf_path(), root / "chains-server")
+        what = f"teacher and student on the loopback llama.cpp server (started in {server.start_seconds:.1f} s)"
+    else:
+        what = (f"scripted teacher and student with lognormal latencies (mean {args.teacher_latency} s / "
+                f"{args.student_latency} s per call, sigma {args.latency_sigma}); no model")
+    script = [math_proposal(f"{a} + {b} * {a}") for a, b in zip(range(2, 400), range(7, 405))]
+    rates: dict[str, list[float]] = {"lockstep": [], "independent": []}
+    try:
+        for r in range(args.reps):
+            for mode in ("lockstep", "independent"):
+                if server is not None:
+                    ends = {"base_url": server.base_url, "max_concurrency": args.chains}
+                    teacher, student = OpenAIBackend(**ends), OpenAIBackend(**ends)
+                else:
+                    salt = f"{r}/"  # the same latencies for both modes within a rep
+                    teacher = LatencyBackend(ScriptedTeacher(script),
+                                             lognormal_delay(args.teacher_latency, args.latency_sigma, salt))
+                    student = LatencyBackend(ArithmeticStudent(),
+                                             lognormal_delay(args.student_latency, args.latency_sigma, salt))
+                n, wall = _chain_run(args, root / f"chains-{mode}-{r}", teacher, student,
+                                     lockstep=mode == "lockstep", rep=r)
+                rates[mode].append(n / wall * 60)
+                retried = ""
+                if server is not None:  # HTTP requests beyond the logical calls: the SDK's retries
+                    retried = (f" (HTTP retries: teacher {teacher.requests - teacher.calls}, "
+                               f"student {student.requests - student.calls})")
+                print(f"  rep {r} {mode:<11}: {n} proposals in {wall:.1f} s = {rates[mode][-1]:.1f} per minute"
+                      f"{retried}", flush=True)
+    finally:
+        if server is not None:
+            server.stop()
+    before, after = statistics.median(rates["lockstep"]), statistics.median(rates["independent"])
+    print(f"\n[chains] {args.chains} chains x {args.turns} turns, M={args.attempts}, {what}: median proposals/min "
+          f"lock-step {before:.1f}, independent {after:.1f} (ratio {after / before:.2f}x)")
+    return {"backend": args.chains_backend, "lockstep": rates["lockstep"], "independent": rates["independent"],
+            "ratio": after / before}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="llm,server,procedural,yield")
@@ -138,6 +220,13 @@ def main() -> None:
     ap.add_argument("--chains", type=int, default=8, help="throughput: chains (one seed each)")
     ap.add_argument("--throughput-family", default="code.deduction")
     ap.add_argument("--reps", type=int, default=2, help="throughput: runs per setting (alternated)")
+    ap.add_argument("--teacher-latency", type=float, default=0.5, help="chains: mean teacher call latency (s)")
+    ap.add_argument("--student-latency", type=float, default=0.1, help="chains: mean student call latency (s)")
+    ap.add_argument("--latency-sigma", type=float, default=1.0, help="chains: sigma of the lognormal latency")
+    ap.add_argument("--chains-backend", default="scripted", choices=("scripted", "server"))
+    ap.add_argument("--student-temperature", type=float, default=None,
+                    help="chains: student sampling temperature (0 with --teacher-temperature 0: the same work "
+                         "in both modes on the server)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here too")
     ap.add_argument("--verbose", action="store_true", help="print each run's report")
@@ -151,6 +240,13 @@ def main() -> None:
               f"teacher.model.max_tokens={args.teacher_tokens}",
               f"teacher.model.temperature={args.teacher_temperature}"]
     numbers: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
+
+    if "chains" in only:
+        numbers["chains"] = bench_chains(args, root)
+        if only == {"chains"}:
+            if args.json:
+                args.json.write_text(json.dumps(numbers, indent=2, default=str))
+            return
 
     local = LocalBackend(torch_threads=args.threads)
     t0 = time.perf_counter()

@@ -132,3 +132,38 @@ def math_proposal(expr: str, *, answer: str | None = None, program: str | None =
     return (f"Sure! Here is the new problem.\n<problem>\nWhat is {expr}?\n</problem>\n"
             f"<program>\n{program or f'print({expr})'}\n</program>\n"
             f"<answer>\n{answer if answer is not None else got[0]}\n</answer>\n")
+
+
+class LatencyBackend(ChatBackend):
+    """Wraps a backend and sleeps ``delay(conversation)`` seconds before each call (the longest
+    of a batch): injected per-chain latency variance for the independent-chains test and
+    benchmark (a real model's latency varies with the length of what it writes)."""
+
+    name = "latency"
+
+    def __init__(self, inner: ChatBackend, delay) -> None:
+        self.inner = inner
+        self.delay = delay
+        self.calls = 0
+
+    async def agenerate(self, conversations: Sequence, **kw) -> list[list[Completion]]:
+        self.calls += 1
+        wait = max((self.delay(conv) for conv in conversations), default=0.0)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return await self.inner.agenerate(conversations, **kw)
+
+
+def lognormal_delay(mean_s: float, sigma: float, salt: str = ""):
+    """A deterministic heavy-tailed delay per conversation: exp(N(mu, sigma)) with mean
+    ``mean_s``, drawn from a hash of the conversation (the same call waits the same)."""
+    import math
+    from statistics import NormalDist
+
+    mu = math.log(mean_s) - sigma * sigma / 2
+
+    def delay(conv: Sequence) -> float:
+        u = min(max(_u(salt + repr(list(conv))), 1e-9), 1 - 1e-9)
+        return math.exp(mu + sigma * NormalDist().inv_cdf(u))
+
+    return delay

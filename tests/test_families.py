@@ -51,6 +51,9 @@ def wrong_completion(name: str, item: Item) -> str:
         return "```python\ndef f(*args):\n    return '__definitely wrong__'\n```"
     if name == "code.generation":
         return f"```python\ndef {item.checker['entry_point']}(*args, **kwargs):\n    return None\n```"
+    if name == "code.fuzzing":  # a valid input on which f passes its test
+        ck = item.checker
+        return f"```python\nf({next(a for a, k in zip(ck['inputs'], ck['kinds']) if k == 'pass')})\n```"
     raise AssertionError(f"no wrong answer for {name}")
 
 
@@ -81,7 +84,7 @@ def test_expected_families_registered():
     want = {
         "math.rg.basic_arithmetic", "math.rg.chain_sum", "math.rg.gsm_symbolic", "math.rg.products",
         "math.rg.gcd", "math.rg.lcm", "math.word", "code.deduction", "code.abduction",
-        "code.induction", "code.generation",
+        "code.induction", "code.generation", "code.fuzzing",
     }
     assert want <= set(ALL)
     assert ALL == sorted(ALL)

@@ -192,13 +192,23 @@ def test_coalescing_backend_batches_parallel_branches():
 
 
 def test_graph_is_assembled_in_one_place():
-    g = build_graph().get_graph()
+    chain_edges = [("route", "summarise"), ("summarise", "propose"), ("propose", "parse"), ("parse", "validate"),
+                   ("validate", "dedup"), ("dedup", "probe"), ("probe", "record"), ("record", "route"),
+                   ("parse", "record"), ("propose", "dedup")]
+    # each chain runs in its own subgraph (issue 14: chains advance independently)
+    g = build_graph().get_graph(xray=True)
+    names = {n.split(":", 1)[-1] for n in g.nodes}
+    assert ALL_NODES <= names and "chain:route" in g.nodes
+    edges = {(e.source, e.target) for e in g.edges}
+    for pair in [("__start__", "select_frontier"), ("select_frontier", "measure"), ("measure", "chain:begin"),
+                 ("chain:begin", "chain:route"), *((f"chain:{a}", f"chain:{b}") for a, b in chain_edges)]:
+        assert pair in edges, pair
+    # the lock-step baseline: every chain node in the loop's own supersteps
+    g = build_graph(lockstep=True).get_graph()
     assert ALL_NODES <= set(g.nodes)
     edges = {(e.source, e.target) for e in g.edges}
     for pair in [("__start__", "select_frontier"), ("select_frontier", "measure"), ("measure", "route"),
-                 ("route", "summarise"), ("summarise", "propose"), ("propose", "parse"), ("parse", "validate"),
-                 ("validate", "dedup"), ("dedup", "probe"), ("probe", "record"), ("record", "route"),
-                 ("parse", "record"), ("propose", "dedup")]:
+                 *chain_edges]:
         assert pair in edges, pair
 
 
@@ -524,6 +534,93 @@ def test_stepping_stones_go_top_down(tmp_path):
     ends = Counter(e["reason"] for e in state["chains_done"])
     assert set(ends) <= {"reached an easy stone", "max_turns", "end of knob range",
                          "not hard enough to start stepping stones"}
+
+
+def _record_order(store, cfg, teacher, *, lockstep: bool) -> list[tuple[str, int]]:
+    order: list[tuple[str, int]] = []
+
+    def on_update(node, upd):
+        if node == "record":
+            order.extend((o["chain_id"], o["turn"]) for o in upd.get("outcomes", []))
+
+    ctx = make_ctx(store, cfg, teacher=teacher)
+    state = asyncio.run(run_loop(ctx, "r-lock" if lockstep else "r-free", on_update=on_update, lockstep=lockstep))
+    assert sorted(order) == sorted((o["chain_id"], o["turn"]) for o in state["outcomes"])
+    return order
+
+
+def test_chains_advance_independently_of_a_slow_chain(tmp_path):
+    """Issue 14: one chain whose teacher calls are slow holds no other chain back. The
+    lock-step baseline (every chain node in the loop's supersteps) is run too: there the
+    slow chain's first turn is recorded before any other chain's second turn."""
+    from loop_helpers import LatencyBackend
+
+    store = open_pool(tmp_path)
+    seeds = get_family("math.word").seeds(4, seed=0)
+    store.insert_many(seeds)
+    marker = seeds[0].checker["problem"]
+    cfg = TeacherLoopConfig(kind="llm", max_turns=3, attempts=4, in_band="harder", blockwise=False)
+    script = [math_proposal(f"{a} + {b} * {a}") for a, b in zip(range(2, 60), range(7, 65))]
+
+    def delay(conv):
+        return 1.5 if any(marker in m["content"] for m in conv) else 0.0
+
+    free = _record_order(store, cfg, LatencyBackend(ScriptedTeacher(script), delay), lockstep=False)
+    slow = seeds[0].id + ".0"
+    first_slow = free.index((slow, 1))
+    fast_done = [i for i, (c, t) in enumerate(free) if c != slow and t == 3]
+    assert len(fast_done) == 3 and max(fast_done) < first_slow, free  # every fast chain finished first
+    lock = _record_order(store, cfg, LatencyBackend(ScriptedTeacher(script), delay), lockstep=True)
+    first_second = min(i for i, (c, t) in enumerate(lock) if t == 2)
+    assert lock.index((slow, 1)) < first_second, lock
+
+
+def test_resume_continues_each_chain_from_its_own_last_step(tmp_path):
+    """A run that dies mid-way (an exception out of a node) resumes every unfinished chain from
+    its subgraph's own checkpoint: the student is not asked again for finished turns."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    class DyingStudent(ArithmeticStudent):
+        def __init__(self, die_at: int) -> None:
+            super().__init__()
+            self.die_at = die_at
+
+        async def agenerate(self, conversations, **kw):
+            if self.calls + 1 >= self.die_at:
+                raise RuntimeError("the student process died")
+            return await super().agenerate(conversations, **kw)
+
+    cfg = TeacherLoopConfig(kind="procedural", max_turns=3, attempts=4, in_band="harder")
+
+    def go(path, ctx):
+        async def inner():
+            async with AsyncSqliteSaver.from_conn_string(str(path / "ck.sqlite")) as saver:
+                return await run_loop(ctx, "r1", checkpointer=saver)
+        return asyncio.run(inner())
+
+    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
+    full_dir.mkdir()
+    cut_dir.mkdir()
+    whole = ArithmeticStudent()
+    store = open_pool(full_dir)
+    store.insert_many(get_family("math.rg.basic_arithmetic").seeds(3, seed=0))
+    full = go(full_dir, make_ctx(store, cfg, student=whole))
+    n_full = whole.calls
+
+    store = open_pool(cut_dir)
+    store.insert_many(get_family("math.rg.basic_arithmetic").seeds(3, seed=0))
+    dying = DyingStudent(die_at=8)
+    with pytest.raises(RuntimeError, match="student process died"):
+        go(cut_dir, make_ctx(store, cfg, student=dying))
+    done_before = dying.calls
+    assert 3 < done_before < n_full
+    again = ArithmeticStudent()
+    state = go(cut_dir, make_ctx(store, cfg, student=again))
+    assert_counts_add_up(state, store, "r1")
+    assert len(state["outcomes"]) == len(full["outcomes"])
+    # finished supersteps are not re-run; at most one in-flight probe per chain is repeated
+    assert again.calls <= n_full - done_before + state["frontier_size"], (again.calls, n_full, done_before)
+    assert again.calls < n_full - state["frontier_size"]
 
 
 def test_resume_from_checkpoint_does_not_redo_finished_work(tmp_path):

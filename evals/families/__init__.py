@@ -69,3 +69,4 @@ def family_names() -> list[str]:
 # Built-in families register themselves on import (reasoning-gym style).  Heavy imports
 # (reasoning_gym, the sandbox zygote, math-verify workers) happen lazily, on first use.
 from teachloop.evals.families import code_exec, code_gen, math_word, rg  # noqa: E402,F401
+from teachloop.evals.families import code_fuzz  # noqa: E402,F401

@@ -21,7 +21,7 @@ defining ``f``, five diverse inputs, a hint without code)::
 Inputs must be Python literals (``"[1, 2], 3"`` or ``"f([1, 2], 3)"``), pairwise different.
 
 Departures from the paper: one item per (f, input) for deduction and abduction (the paper's
-exact problem granularity is not stated); fuzzing is not implemented; no procedural variants
+exact problem granularity is not stated); fuzzing is code_fuzz.py; no procedural variants
 (the LLM teacher rewrites these).  Seeds: ``data/code_seeds.json`` (15 small functions, five
 inputs each; outputs by execution, never stored).
 """
