@@ -44,8 +44,8 @@ ALL_NODES = {"select_frontier", "measure", "route", "summarise", "propose", "par
              "probe", "record"}
 
 
-def run(ctx: LoopContext, run_id: str = "r1", checkpointer=None) -> dict:
-    return asyncio.run(run_loop(ctx, run_id, checkpointer=checkpointer))
+def run(ctx: LoopContext, run_id: str = "r1", checkpointer=None, lockstep: bool = False) -> dict:
+    return asyncio.run(run_loop(ctx, run_id, checkpointer=checkpointer, lockstep=lockstep))
 
 
 def make_ctx(store, cfg: TeacherLoopConfig, *, student=None, teacher=None, run_id="r1") -> LoopContext:
@@ -231,7 +231,10 @@ def test_llm_loop_every_node_every_stage_counts_add_up(tmp_path):
     teacher = ScriptedTeacher(script)
     cfg = TeacherLoopConfig(kind="llm", max_turns=3, attempts=4, in_band="harder", families=["math.word"])
     ctx = make_ctx(store, cfg, teacher=teacher)
-    state = run(ctx)
+    # the scripted teacher hands its texts out in arrival order, and which proposal is a
+    # duplicate of which depends on what was recorded first: the lock-step graph fixes that
+    # order (independent chains interleave by timing; their own tests are below)
+    state = run(ctx, lockstep=True)
     assert set(ctx.visits) == ALL_NODES, ctx.visits
     outs = state["outcomes"]
     assert len(outs) == 12 and state["frontier_size"] == 4
