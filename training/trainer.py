@@ -220,7 +220,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         was_training = self.model.training
         self.model.eval()
         acc: list[list[float]] = []
-        chunk = max(1, self.args.generation_batch_size // self.num_generations)
+        chunk = max(16, self.args.generation_batch_size // self.num_generations)  # groups per call
         for k in range(0, len(ids), chunk):
             acc += self._roll(ids[k:k + chunk])[1]
         self.model.train(was_training)
