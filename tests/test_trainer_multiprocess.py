@@ -64,6 +64,24 @@ def test_splice_with_offset_takes_the_rows_this_process_holds():
     assert out["prompt_ids"][:, -1].tolist() == [14, 15]
 
 
+def test_config_refuses_fewer_steps_per_generation_than_accumulation(tmp_path):
+    from teachloop.errors import UserError
+    from teachloop.train import main
+    from teachloop.training.config import CurriculumGRPOConfig
+
+    from tests.test_trainer import build_pool
+
+    bad = {"gradient_accumulation_steps": 2, "steps_per_generation": 1}
+    with pytest.raises(ValueError, match="steps_per_generation=1 < gradient_accumulation_steps=2"):
+        CurriculumGRPOConfig(output_dir=str(tmp_path / "o"), use_cpu=True, report_to="none",
+                             num_generations=4, per_device_train_batch_size=4,
+                             curriculum_mode="grpo", **bad)
+    build_pool(tmp_path, n=3)
+    with pytest.raises(UserError) as e:  # the CLI prints it as one line, no traceback
+        main(tmp_path, mode="vcrl", extra_args=bad, batch_size=4)
+    assert "\n" not in str(e.value) and "steps_per_generation=1" in str(e.value)
+
+
 _DRIVER = r"""
 import functools, hashlib, json, os, sys
 from pathlib import Path

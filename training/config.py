@@ -5,7 +5,13 @@ Beside ``training/trainer.py`` as TRL keeps ``grpo_config.py`` beside ``grpo_tra
 ``adacurl_config`` take the keyword arguments of :class:`teachloop.curriculum.vcrl.VCRLConfig` and
 :class:`teachloop.curriculum.adacurl.AdaCuRLConfig` (a dict, or a JSON string from a command line), so
 their help strings live in one place and cannot drift. ``__post_init__`` validates them and
-rejects TRL settings the curriculum cannot honour, saying what to set instead.
+rejects TRL settings the curriculum cannot honour, saying what to set instead, in one line
+(``teachloop train`` shows it without a traceback): ``steps_per_generation <
+gradient_accumulation_steps`` (the curriculum decides once per optimisation step), VCRL with
+``multi_objective_aggregation != 'sum_then_normalize'`` or ``scale_rewards='batch'`` (the
+splice needs per-group advantages), AdaCuRL with TRL's periodic ``sync_ref_model``, and
+the Liger loss with sparse KL. Several processes are supported in every mode
+(``training/dist.py``).
 
 Every TRL field keeps its TRL default. Settings the CPU path needs (``use_cpu=True``,
 ``bf16=False``) are the caller's choice (``teachloop/train.py`` sets them).

@@ -8,6 +8,9 @@ What is covered:
   ``PoolStore.record_many(kind="train")``, apart from the probe stats that difficulty is
   read from; items the teacher
   added during training picked up by :meth:`PoolData.refresh`.
+- :class:`DatasetData` — a plain ``datasets.Dataset`` in the same role (the TRL drop-in):
+  one row per item, difficulty from an optional ``difficulty`` column or measured by the
+  trainer before training, training stats kept in memory (no pool, no refresh).
 - :class:`ItemSampler` — which items the next generation batch trains on, drawn from the
   *current* active set (AdaCuRL's merged buckets, or every item): passes without
   replacement over the set, reshuffled whenever the set changes; seeded, checkpointable.

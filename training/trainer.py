@@ -22,6 +22,11 @@ and five methods are extended, each calling TRL's own, none copied:
                                        controller the same way)
 =====================================  ==============================================================
 
+The decisions made once per batch (draw, VCRL selection and bank, AdaCuRL observation,
+Re-AdaCuRL, pool stats, the checkpointed state) are the mixin
+:class:`~teachloop.training.decisions.CurriculumDecisions`; with several processes they run
+on rank 0 and are broadcast (``training/dist.py``).
+
 ``tests/test_trainer.py`` fails loudly when the signatures of these methods, the keys of the
 batch dict, or the TRL calls they rely on change.
 
@@ -76,16 +81,37 @@ Where this departs from the papers or from TRL:
 - Sparse KL follows the paper (accuracy reward, KL term only); TRL's logged ``kl`` stays the
   mean over every token, ``adacurl/kl_groups_frac`` is the fraction of groups with a KL term.
 
-Not covered: VCRL and Re-AdaCuRL with several training processes (the config refuses
-them); ``train_dataset`` as a plain ``datasets.Dataset`` (the trainer builds its rows from
-a :class:`PoolData`); multimodal
-batches (the splice refuses unknown keys); PEFT with AdaCuRL's reference reset (TRL has no
-separate reference model under PEFT).
+- Several processes (``training/dist.py``): rank 0 decides (the draw, pool refresh, VCRL
+  selection and refill ids, bank updates, AdaCuRL observation and merges, Re-AdaCuRL) from
+  the rewards TRL gathered, and broadcasts; each rank binds its slice of the rows, re-rolls
+  its share of a refill (padded with repeats of the last refill id until its rows divide
+  over the processes; the padding groups are rolled out and dropped), gathers the refill
+  batch and splices the rows it holds, and resets its own reference model at a merge. Only
+  rank 0 writes the pool, the logs and the checkpointed curriculum state. The other ranks'
+  copies of the sampler, bank and scheduler are not kept in step (they never decide; a
+  resume loads rank 0's state on every rank). ``self.rollouts`` (the online teacher's
+  input) holds completion texts only with one process.
+- TRL drop-in: ``train_dataset`` may be a plain ``datasets.Dataset``
+  (:class:`~teachloop.training.data.DatasetData`). Without a ``difficulty`` column, AdaCuRL
+  modes measure every row before training with one group of G rollouts by the initial
+  policy (fine difficulty 1 − c/G, not the paper's N = 100; the coarse stage reads the same
+  counts scaled to 5); those rollouts are not trained on. The accuracy reward defaults to
+  the only reward function. AdaCuRL's format-reward cut-off T_f belongs to teachloop's own
+  format reward; a user's reward functions are used as given at every step.
+- ``steps_per_generation < gradient_accumulation_steps`` is refused (several generation
+  batches per optimisation step would break the once-per-step κ schedule, capability score
+  and once-keys), as is the Liger loss with sparse KL (its KL term is inside the kernel).
+
+Not covered: an ``IterableDataset`` or a dict of datasets as ``train_dataset`` (the
+curriculum re-draws rows by id); multimodal batches (the splice refuses unknown keys); PEFT
+with AdaCuRL's reference reset (TRL has no separate reference model under PEFT); DeepSpeed
+ZeRO-3 / FSDP (the reference reset and the refill gather assume whole parameters and
+unsharded batches; untested); the online teacher (``teachloop/online.py``) with several
+processes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -109,7 +135,7 @@ from teachloop.curriculum.adacurl import (
     coarse_select,
     filter_fine,
 )
-from teachloop.curriculum.vcrl import VCRLState, variance_score
+from teachloop.curriculum.vcrl import VCRLState
 from teachloop.training.batch import (
     KL_WEIGHT_KEY,
     SPLICE_KEYS,
@@ -122,6 +148,7 @@ from teachloop.training.batch import (
 )
 from teachloop.training.config import CurriculumGRPOConfig
 from teachloop.training.data import DatasetData, ItemSampler, PoolData
+from teachloop.training.decisions import CurriculumDecisions
 from teachloop.training.dist import decide, gather_batch, pad_groups, recount_tokens
 from teachloop.training.rewards import make_correctness_reward, make_format_reward
 
@@ -147,7 +174,7 @@ CURRICULUM_STATE_FILE = "curriculum_state.json"
 
 
 
-class CurriculumGRPOTrainer(GRPOTrainer):
+class CurriculumGRPOTrainer(CurriculumDecisions, GRPOTrainer):
     """``GRPOTrainer`` whose batches follow the curriculum, fed by a pool or a plain dataset.
 
     Called as TRL's ``GRPOTrainer`` (``model, reward_funcs, args, train_dataset, ...``) with a
@@ -252,17 +279,6 @@ class CurriculumGRPOTrainer(GRPOTrainer):
                 "or harder variants, lower num_buckets, widen fine_low/fine_high, or use "
                 "curriculum_mode='vcrl'")
         return AdaCuRLScheduler(kept, cfg)
-
-    def _write_buckets(self) -> None:
-        """Each item's bucket in the pool (None: not in AdaCuRL's buckets), for the teacher."""
-        if self.scheduler is not None and self.accelerator.is_main_process:
-            self.data.set_buckets([(i, self.scheduler.bucket_of(i)) for i in self.data.items])
-
-    def active_ids(self) -> list[str]:
-        """Ids the next generation batch may draw: the merged buckets, or every item."""
-        if self.scheduler is not None:
-            return self.scheduler.active_items()
-        return sorted(self.data.items)
 
     # --- TRL hooks -----------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -371,61 +387,6 @@ class CurriculumGRPOTrainer(GRPOTrainer):
                        local_ids=[r["item_id"] for r in rows], active=active)
         return out
 
-    # --- rank 0's decisions (training/dist.decide broadcasts what they return) --------
-    def _plan(self) -> tuple[list[Any], list[str] | None]:
-        """Items the pool gained (every ``pool_refresh_steps`` batches), and the ids a
-        Re-AdaCuRL round re-measures now (None: no round)."""
-        new: list[Any] = []
-        if self.args.pool_refresh_steps and self._generations \
-                and self._generations % self.args.pool_refresh_steps == 0:
-            new = self._refresh()
-        return new, self._re_due() if self.scheduler is not None else None
-
-    def _draw(self, n_groups: int) -> tuple[list[str], str]:
-        """The batch's item ids, and a digest of the active set they were drawn from."""
-        active = self.active_ids()
-        ids = self.item_sampler.draw(n_groups, active)
-        if self.scheduler is not None and self.scheduler.all_merged:
-            self._pass_seen.update(ids)
-        digest = hashlib.sha1("\n".join(sorted(map(str, active))).encode()).hexdigest()[:16]
-        return ids, f"{len(active)}:{digest}"
-
-    def _select(self, step: int, ids: list[str], acc: list[list[float]]) -> dict[str, Any]:
-        """Pool stats of the batch; VCRL: the dropped groups and the bank's refill ids."""
-        self._record(ids, acc)
-        if self.vcrl_state is None:
-            return {}
-        by_id: dict[str, list[float]] = {}
-        for i, a in zip(ids, acc):
-            by_id.setdefault(i, []).extend(a)  # an id twice in a batch: one query
-        self.vcrl_state.step = step
-        kappa = self.vcrl_state.kappa
-        sel = self.vcrl_state.select(by_id)
-        dropped_ids = set(sel.dropped)
-        dropped = [g for g, i in enumerate(ids) if i in dropped_ids]
-        refill = list(sel.refill)[:len(dropped)]
-        return {"dropped": dropped, "refill": refill,
-                "extra": {"vcrl/kappa": kappa, "vcrl/bank_size": float(len(self.vcrl_state.bank)),
-                          "vcrl/dropped": float(len(dropped)), "vcrl/refilled": float(len(refill))}}
-
-    def _refilled(self, refill: list[str], acc_r: list[list[float]]) -> None:
-        self._record(refill, acc_r)
-        for i, a in zip(refill, acc_r):
-            self.vcrl_state.bank.update(i, variance_score(a))
-
-    def _observe_buckets(self, step: int, rolled: list[tuple[str, list[float]]]
-                         ) -> tuple[list[MergeEvent], dict[str, float]]:
-        by_bucket: dict[int, list[float]] = {}
-        for i, a in rolled:
-            b = self.scheduler.bucket_of(i)
-            if b is not None:
-                by_bucket.setdefault(b, []).extend(a)
-        events = list(self.scheduler.observe(step, by_bucket))
-        self.merge_log.extend(events)
-        return events, {"adacurl/cs": self.scheduler.cs,
-                        "adacurl/n_active": float(self.scheduler.n_active),
-                        "adacurl/merges": float(len(self.scheduler.merges))}
-
     def _roll(self, ids: Sequence[str]) -> tuple[dict[str, Any], list[list[float]], list[list[float]]]:
         """One group of G rollouts per id through TRL's generation and scoring, the rows
         split evenly over the processes (padded, ``training/dist.pad_groups``). Returns this
@@ -438,44 +399,6 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         out = super()._generate_and_score_completions(rows[start:start + local])
         acc, tot = self._split_rewards(self._last_rewards, len(padded))
         return out, acc[:len(ids)], tot[:len(ids)]
-
-    def _re_due(self) -> list[str] | None:
-        """Re-AdaCuRL: the active ids to re-measure when a round is due (every bucket merged
-        and every active item drawn since, fewer than ``re_passes`` rounds so far), else None."""
-        s, cfg = self.scheduler, self.scheduler.config
-        if not cfg.re_passes or s.round >= cfg.re_passes or not s.all_merged:
-            return None
-        active = s.active_items()
-        return active if set(active) <= self._pass_seen else None
-
-    def _re_apply(self, active: list[str], acc: list[list[float]]) -> dict[str, float]:
-        """Re-AdaCuRL (arXiv 2511.09478) with the re-measured accuracy of ``active`` (one
-        group of G rollouts each by the current policy, TRL's own generation and scoring):
-        drop difficulty < ``re_drop_below``, re-bucket and restart the curriculum (cs ← 0,
-        B_0 only). A round that would keep fewer than K items is skipped."""
-        s, cfg = self.scheduler, self.scheduler.config
-        new = {i: 1.0 - sum(a) / len(a) for i, a in zip(active, acc)}
-        self._pass_seen = set()
-        kept = sum(d >= cfg.re_drop_below for d in new.values())
-        step = self.state.global_step
-        if kept < s.num_buckets:
-            s.round += 1
-            event = {"step": step, "round": s.round, "skipped": True, "measured": len(new),
-                     "kept": kept}
-            log.warning("Re-AdaCuRL round %d at step %d skipped: %d of %d items keep difficulty "
-                        ">= %g, fewer than K=%d", s.round, step, kept, len(new),
-                        cfg.re_drop_below, s.num_buckets)
-        else:
-            dropped = s.re_bucket(new)
-            self._write_buckets()
-            event = {"step": step, "round": s.round, "skipped": False, "measured": len(new),
-                     "kept": kept, "dropped": list(dropped),
-                     "sizes": [len(b) for b in s.buckets]}
-            log.warning("Re-AdaCuRL round %d at step %d: re-measured %d items with the current "
-                        "policy, dropped %d (difficulty < %g), buckets %s; cs reset to 0",
-                        s.round, step, len(new), len(dropped), cfg.re_drop_below, event["sizes"])
-        self.re_log.append(event)
-        return {"adacurl/re_round": float(s.round), "adacurl/re_kept": float(kept)}
 
     @property
     def uses_sparse_kl(self) -> bool:
@@ -525,20 +448,6 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         return ([acc[g * G:(g + 1) * G].tolist() for g in range(n_groups)],
                 [tot[g * G:(g + 1) * G].tolist() for g in range(n_groups)])
 
-    def _record(self, ids: Sequence[str], acc: Sequence[Sequence[float]]) -> None:
-        step = self.state.global_step
-        self._record_calls = self._record_calls + 1 if getattr(self, "_record_step", None) == step else 0
-        self._record_step = step
-        if self.accelerator.is_main_process:
-            # once per (run, step, call): steps re-run after a resume are not counted twice
-            key = f"train:{os.path.abspath(self.args.output_dir)}:s{step}:c{self._record_calls}"
-            self.data.record([(i, len(a), float(sum(a))) for i, a in zip(ids, acc)], once_key=key)
-        texts, G = self._last_completions, self.num_generations
-        if texts is not None and len(texts) == len(ids) * G:  # one process: texts are all rows
-            for g, (i, a) in enumerate(zip(ids, acc)):
-                # stamped with the step this batch trains (global_step counts finished steps)
-                self.rollouts[i] = (texts[g * G:(g + 1) * G], list(a), self.state.global_step + 1)
-
     def _reset_reference(self) -> bool:
         """π_ref ← π_θ: TRL's reference sync with α = 1 (AdaCuRL's adaptive reference)."""
         if not self.args.ref_reset_at_merge or self.ref_model is None:
@@ -547,22 +456,6 @@ class CurriculumGRPOTrainer(GRPOTrainer):
                                                self.ref_model, 1.0)
         self.ref_resets += 1
         return True
-
-    def refresh_items(self) -> list[str]:
-        """Load items the pool gained (e.g. from a teacher round); AdaCuRL buckets them by
-        difficulty. Returns the new ids (one process; with several, the trainer refreshes
-        on rank 0 every ``pool_refresh_steps`` batches and broadcasts the new items)."""
-        return [it.id for it in self._refresh()]
-
-    def _refresh(self) -> list[Any]:
-        new = self.data.refresh()
-        if new and self.scheduler is not None:
-            cfg = self.scheduler.config
-            placed = self.scheduler.add_items(
-                filter_fine(self.data.difficulties(it.id for it in new), cfg.fine_low, cfg.fine_high))
-            if placed and self.accelerator.is_main_process:
-                self.data.set_buckets(list(placed.items()))
-        return new
 
     def _log_step(self, ids: Sequence[str], informative: float, informative_rolled: float,
                   overhead_s: float, extra: dict[str, float],
@@ -582,34 +475,6 @@ class CurriculumGRPOTrainer(GRPOTrainer):
                              "overhead_s": overhead_s, **extra})
 
     # --- checkpoints ---------------------------------------------------------------
-    def curriculum_state_dict(self) -> dict[str, Any]:
-        """Everything the curriculum needs to continue exactly (JSON-serialisable)."""
-        return {
-            "mode": self.mode,
-            "sampler": self.item_sampler.state_dict(),
-            "vcrl": self.vcrl_state.state_dict() if self.vcrl_state is not None else None,
-            "adacurl": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "generations": self._generations,
-            "re_pass_seen": sorted(self._pass_seen),
-            "re_log": self.re_log,
-        }
-
-    def load_curriculum_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("mode") != self.mode:
-            raise ValueError(f"the checkpoint was written in curriculum_mode={state.get('mode')!r}, "
-                             f"not {self.mode!r}; resume with the mode the run was started with")
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["adacurl"])
-            self.data.ensure(self.scheduler.difficulty)
-        if self.vcrl_state is not None:
-            self.vcrl_state.load_state_dict(state["vcrl"])
-            self.data.ensure(self.vcrl_state.bank.ids())
-        self.item_sampler.load_state_dict(state["sampler"])
-        self._generations = int(state["generations"])
-        self._pass_seen = set(state.get("re_pass_seen", []))
-        self.re_log = list(state.get("re_log", []))
-        self.merge_log = list(self.scheduler.merges) if self.scheduler is not None else []
-        self._write_buckets()
 
     def _save_checkpoint(self, model, trial):
         # Written first: TRL/transformers write trainer_state.json near the end and then delete
