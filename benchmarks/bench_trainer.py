@@ -1,6 +1,6 @@
 """Informative-group fraction of ``vcrl+adacurl`` vs plain ``grpo``, over several seeds.
 
-    python benchmarks/bench_trainer.py                     # 3 seeds x 6 steps, ~15 min on 2 shared cores
+    python benchmarks/bench_trainer.py                     # 3 seeds x 5 steps, ~20 min on 2 shared cores
     python benchmarks/bench_trainer.py --seeds 0 --steps 4 --items 8 --probe 4   # a quick look
 
 1. pool   - reasoning-gym ``basic_arithmetic`` seeds at knob level 0, the bottom of its
@@ -98,11 +98,11 @@ def mean_std(xs: list[float]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--items", type=int, default=12, help="pool size")
-    ap.add_argument("--probe", type=int, default=8, help="student attempts per item")
-    ap.add_argument("--tokens", type=int, default=24, help="max completion tokens")
+    ap.add_argument("--probe", type=int, default=4, help="student attempts per item")
+    ap.add_argument("--tokens", type=int, default=32, help="max completion tokens")
     ap.add_argument("--G", type=int, default=4, help="group size")
     ap.add_argument("--batch", type=int, default=8, help="completions per step")
     ap.add_argument("--lr", type=float, default=1e-6)
