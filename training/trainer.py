@@ -274,7 +274,7 @@ class CurriculumGRPOTrainer(CurriculumDecisions, GRPOTrainer):
         if len(kept) < cfg.num_buckets:
             raise ValueError(
                 f"AdaCuRL needs at least num_buckets={cfg.num_buckets} measured items with "
-                f"difficulty in [{cfg.fine_low}, {cfg.fine_high}]; the pool has {len(kept)} "
+                f"difficulty in [{cfg.fine_low}, {cfg.fine_high}]; the data has {len(kept)} "
                 f"(of {len(self.data)} items, {len(diffs)} measured). Probe more items, add easier "
                 "or harder variants, lower num_buckets, widen fine_low/fine_high, or use "
                 "curriculum_mode='vcrl'")
