@@ -1,29 +1,38 @@
-"""Informative-group fraction of ``vcrl+adacurl`` vs plain ``grpo`` on one pool and seed.
+"""Informative-group fraction of ``vcrl+adacurl`` vs plain ``grpo``, over several seeds.
 
-    python benchmarks/bench_trainer.py                 # 20 steps per mode, ~15-30 min on 2 cores
-    python benchmarks/bench_trainer.py --steps 5 --items 12 --probe 4   # a quick look
+    python benchmarks/bench_trainer.py                     # 3 seeds x 5 steps
+    python benchmarks/bench_trainer.py --steps 2 --window 4  # what fits ~20 min on 2 loaded cores
 
-1. pool   - reasoning-gym ``basic_arithmetic`` seeds at knob level 0, the bottom of its
-            range (so no procedural "easier" variant exists: the embedded 135M model solves
-            almost nothing above it, and a pool where every p = 0 has no informative group
-            to find); every item probed ``--probe`` times by the student (agents/probe.py,
-            local backend), so AdaCuRL has measured difficulties to bucket
-2. train  - the same probed pool copied once per mode (so neither run sees the other's
-            stats), the same seed, ``--steps`` steps through ``teachloop.train.main``
-3. report - per step and on average: the informative-group fraction (groups whose accuracy
-            rewards are not all equal, among the groups that train), their ratio, and the
-            curriculum's own overhead (binding, selection, bank, scheduler, batch surgery,
-            pool writes; not the VCRL re-roll generation, reported apart) as % of TRL's
-            ``step_time``
+(A step of 8 completions x 16 tokens takes ~15 s on 2 idle cores and ~65 s when the cores
+are shared with other work; the curriculum run also measures 16 rows x G first.)
 
-Both modes use beta = 0.04 (a reference model), so step times compare. Numbers vary with
-the machine's load; the fractions depend on the seed (one seed here, no error bars).
+1. data   - 16 additions from 1-digit to 3-digit operands as a plain ``datasets.Dataset``
+            (``examples/trl_dropin.py``'s task), one accuracy reward (the last number of the
+            completion equals the sum). Chosen because the embedded SmolLM2-135M solves
+            some of them: on the pool's reasoning-gym items (boxed answers) it solved none
+            of 12 in 4 probes each at 24 and 32 tokens, and with every reward 0 there is no
+            informative group for a curriculum to find
+2. train  - per seed and mode, ``CurriculumGRPOTrainer`` on that dataset (the TRL drop-in
+            path): ``grpo`` (TRL's batches, observed) and ``--mode``; the curriculum run
+            measures each row's difficulty with the initial policy first (one group of G,
+            outside TRL's step time); AdaCuRL's reward buffer M = ``--window`` (8, as the
+            CPU presets: the paper's 512 would not fill in a few CPU steps); beta = 0.04
+            in both, so step times compare
+3. report - per seed and mean ± std over seeds: the informative-group fraction (groups whose
+            accuracy rewards are not all equal, among the groups that train), the AdaCuRL
+            merges and the steps (0-based) they were decided at, the wall time per step of
+            the curriculum run over grpo's (TRL's ``step_time``, VCRL re-rolls included), and
+            the curriculum's own overhead (binding, selection, bank, scheduler, batch
+            surgery; not the re-roll generation) as % of step time
+
+Step times vary with the machine's load.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -36,99 +45,115 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from rich.console import Console  # noqa: E402
 
-from teachloop.curriculum.pool import open_pool  # noqa: E402
+PAIRS = [(2, 3), (7, 1), (4, 4), (6, 7), (9, 8), (12, 9), (23, 45), (31, 17), (88, 13), (56, 77),
+         (40, 60), (105, 32), (250, 250), (317, 486), (999, 1), (128, 256)]
 
 
-def build_probed_pool(run_dir: Path, n_items: int, attempts: int, max_tokens: int, seed: int,
-                      console: Console) -> None:
-    from teachloop.agents.backends import LocalBackendConfig, make_backend
-    from teachloop.agents.probe import probe
-    from teachloop.evals.families import get_family
+def dataset():
+    from datasets import Dataset
 
-    fam = get_family("math.rg.basic_arithmetic", start_level=0)
-    items = fam.seeds(n_items, seed=seed)
-    store = open_pool(run_dir)
-    store.insert_many(items)
+    return Dataset.from_dict({
+        "prompt": [[{"role": "user", "content": f"What is {a} + {b}? Reply with the number only."}]
+                   for a, b in PAIRS],
+        "solution": [str(a + b) for a, b in PAIRS]})
+
+
+def accuracy_reward(completions, solution, **kwargs):
+    """1.0 when the last number in the completion is the solution, else 0.0."""
+    out = []
+    for completion, sol in zip(completions, solution):
+        numbers = re.findall(r"-?\d+", completion[-1]["content"])
+        out.append(1.0 if numbers and numbers[-1] == sol else 0.0)
+    return out
+
+
+class Result:
+    def __init__(self, trainer, wall: float) -> None:
+        self.logs = list(trainer.state.log_history)
+        self.merges = [e.step for e in trainer.merge_log]
+        self.wall = wall
+
+
+def run_mode(work: Path, mode: str, args, seed: int) -> Result:
+    from teachloop.agents.embedded import embedded_model_path
+    from teachloop.training import CurriculumGRPOConfig, CurriculumGRPOTrainer
+
+    cfg = CurriculumGRPOConfig(
+        output_dir=str(work / f"seed{seed}-{mode.replace('+', '-')}"), curriculum_mode=mode,
+        max_steps=args.steps, seed=seed, use_cpu=True, bf16=False, report_to="none",
+        disable_tqdm=True, logging_steps=1, save_strategy="no", num_generations=args.G,
+        per_device_train_batch_size=args.batch, max_completion_length=args.tokens,
+        learning_rate=args.lr, beta=0.04,
+        # G = 4 measurements put most rows at difficulty 0 or 1, which the paper's [0.05,
+        # 0.95] filter drops (seed 0 kept 1 of 16, fewer than K = 3): keep every row
+        adacurl_config={"window": args.window, "fine_low": 0.0, "fine_high": 1.0})
     t0 = time.monotonic()
-    backend = make_backend(LocalBackendConfig(seed=seed))
-    results = probe(items, attempts, backend, fam.score, max_tokens=max_tokens)
-    backend.close()
-    store.record_many([(r.item_id, r.attempts, sum(r.rewards)) for r in results])
-    ps = sorted(r.p for r in results)
-    console.print(f"[bold]pool[/] {len(items)} items probed {attempts}x in "
-                  f"{time.monotonic() - t0:.0f} s; pass rates {[round(p, 2) for p in ps]}")
-    store.close()
-
-
-def run_mode(pool_src: Path, work: Path, mode: str, args, console: Console):
-    from teachloop.train import main as train_main
-
-    run_dir = work / mode.replace("+", "-")
-    shutil.rmtree(run_dir, ignore_errors=True)  # the bench's own scratch: start from the pool
-    run_dir.mkdir(parents=True)
-    shutil.copy(pool_src / "pool.sqlite", run_dir / "pool.sqlite")
-    return train_main(run_dir, mode=mode, max_steps=args.steps, seed=args.seed,
-                      num_generations=args.G, batch_size=args.batch,
-                      max_completion_length=args.tokens, learning_rate=args.lr, beta=0.04,
-                      save_final=False, console=console)
+    trainer = CurriculumGRPOTrainer(model=str(embedded_model_path()), reward_funcs=accuracy_reward,
+                                    args=cfg, train_dataset=dataset())
+    trainer.train()
+    return Result(trainer, time.monotonic() - t0)
 
 
 def per_step(result, key: str) -> list[float]:
     return [x[key] for x in result.logs if key in x]
 
 
+def mean_std(xs: list[float]) -> str:
+    return f"{statistics.fmean(xs):.3f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.3f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--items", type=int, default=12, help="pool size")
-    ap.add_argument("--probe", type=int, default=8, help="student attempts per item")
-    ap.add_argument("--tokens", type=int, default=32, help="max completion tokens")
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--tokens", type=int, default=16, help="max completion tokens")
     ap.add_argument("--G", type=int, default=4, help="group size")
     ap.add_argument("--batch", type=int, default=8, help="completions per step")
     ap.add_argument("--lr", type=float, default=1e-6)
+    ap.add_argument("--window", type=int, default=8, help="AdaCuRL reward buffer M")
     ap.add_argument("--mode", default="vcrl+adacurl", choices=["vcrl", "adacurl", "vcrl+adacurl"],
                     help="the curriculum mode compared with grpo")
-    ap.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temp dir)")
     args = ap.parse_args()
     console = Console()
-    work = args.out or Path(tempfile.mkdtemp(prefix="bench_trainer_"))
-    work.mkdir(parents=True, exist_ok=True)
-    pool_dir = work / "pool"
-    pool_dir.mkdir(exist_ok=True)
-    if not (pool_dir / "pool.sqlite").exists():
-        build_probed_pool(pool_dir, args.items, args.probe, args.tokens, args.seed, console)
-    results = {}
-    for mode in ("grpo", args.mode):
-        console.rule(mode)
-        results[mode] = run_mode(pool_dir, work, mode, args, console)
+    work = Path(tempfile.mkdtemp(prefix="bench_trainer_"))
+    rows = []
+    for seed in args.seeds:
+        res = {}
+        for mode in ("grpo", args.mode):
+            res[mode] = run_mode(work, mode, args, seed)
+            console.print(f"seed {seed} {mode}: {res[mode].wall:.0f} s", highlight=False)
+        g, c = res["grpo"], res[args.mode]
+        st_g, st_c = per_step(g, "step_time"), per_step(c, "step_time")
+        rows.append({
+            "seed": seed,
+            "grpo": statistics.fmean(per_step(g, "curriculum/informative_frac")),
+            "cur": statistics.fmean(per_step(c, "curriculum/informative_frac")),
+            "rolled": statistics.fmean(per_step(c, "curriculum/informative_frac_rolled")),
+            "merges": c.merges,
+            "step_ratio": statistics.fmean(st_c) / statistics.fmean(st_g),
+            "step_g": statistics.fmean(st_g), "step_c": statistics.fmean(st_c),
+            "overhead": 100 * sum(per_step(c, "curriculum/overhead_s")) / sum(st_c),
+            "reroll": 100 * sum(per_step(c, "vcrl/reroll_s") or [0.0]) / sum(st_c),
+        })
 
     # ---- report
-    g, c = results["grpo"], results[args.mode]
-    fg, fc = per_step(g, "curriculum/informative_frac"), per_step(c, "curriculum/informative_frac")
-    rolled = per_step(c, "curriculum/informative_frac_rolled")
-    st_g, st_c = per_step(g, "step_time"), per_step(c, "step_time")
-    ov = per_step(c, "curriculum/overhead_s")
-    rr = per_step(c, "vcrl/reroll_s") or [0.0]
-    console.rule("informative-group fraction per step")
-    console.print(f"step  grpo  {args.mode} (before selection)  step_time grpo / curriculum")
-    for k in range(len(fg)):
-        console.print(f"{k + 1:4d}  {fg[k]:.2f}  {fc[k]:.2f} ({rolled[k]:.2f})"
-                      f"                    {st_g[k]:6.1f} s / {st_c[k]:6.1f} s")
-    mg, mc = statistics.fmean(fg), statistics.fmean(fc)
-    ratio = mc / mg if mg > 0 else float("inf")
-    console.print(f"mean informative-group fraction: grpo {mg:.3f}, {args.mode} {mc:.3f}, "
-                  f"ratio {ratio:.2f}")
-    console.print(f"curriculum overhead: {sum(ov):.3f} s of {sum(st_c):.1f} s step time = "
-                  f"{100 * sum(ov) / sum(st_c):.3f}% (mean {1000 * statistics.fmean(ov):.1f} ms/step)")
-    console.print(f"VCRL on-policy re-rolls: {sum(rr):.1f} s = {100 * sum(rr) / sum(st_c):.1f}% of "
-                  f"step time; mean step time grpo {statistics.fmean(st_g):.1f} s, "
-                  f"{args.mode} {statistics.fmean(st_c):.1f} s")
-    merges = per_step(c, "adacurl/merges")
-    if merges:
-        console.print(f"AdaCuRL merges by the end: {merges[-1]:.0f}; "
-                      f"final cs {per_step(c, 'adacurl/cs')[-1]:.3f}")
-    console.print(f"runs in {work}")
+    m = args.mode
+    console.rule(f"{len(args.seeds)} seeds x {args.steps} steps, G={args.G}, batch {args.batch}, "
+                 f"M={args.window}")
+    console.print(f"seed  informative grpo  {m} (before selection)  merges at steps  "
+                  f"step time grpo / {m} (ratio)  overhead  re-roll")
+    for r in rows:
+        console.print(f"{r['seed']:4d}  {r['grpo']:16.3f}  {r['cur']:.3f} ({r['rolled']:.3f})"
+                      f"{'':14s}{str(r['merges']):16s} {r['step_g']:5.1f} s / {r['step_c']:5.1f} s "
+                      f"({r['step_ratio']:.2f})   {r['overhead']:.3f}%   {r['reroll']:.1f}%",
+                      highlight=False)
+    console.print(f"informative-group fraction, mean ± std over seeds: grpo {mean_std([r['grpo'] for r in rows])}, "
+                  f"{m} {mean_std([r['cur'] for r in rows])} (before selection "
+                  f"{mean_std([r['rolled'] for r in rows])})", highlight=False)
+    console.print(f"merges per run: {[len(r['merges']) for r in rows]}; wall per step {m} / grpo: "
+                  f"{mean_std([r['step_ratio'] for r in rows])}; curriculum overhead "
+                  f"{mean_std([r['overhead'] for r in rows])} % of step time", highlight=False)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

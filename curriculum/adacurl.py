@@ -44,7 +44,9 @@ Where teachloop departs from, or fills gaps in, the paper:
 - **Coarse stage** (``coarse_size``): the paper rolls out 5 fresh attempts per item; here
   the bins read the probe stats, scaled to 5 when the probe made M ≠ 5 attempts
   (:func:`coarse_correct`), and the fine difficulty comes from the same probe stats
-  instead of N = 100 further rollouts.
+  instead of N = 100 further rollouts. A plain ``datasets.Dataset`` without a
+  ``difficulty`` column (the TRL drop-in, ``training/trainer.py``) is measured before
+  training with one group of G rollouts per row by the initial policy (N = G).
 - **Re-AdaCuRL** (``re_passes``): "after a full pass" is read as: every bucket merged and
   then every active item drawn once; the re-measurement is one group of G rollouts per
   item by the current policy (the paper does not give N for it), kept in the scheduler,

@@ -13,6 +13,11 @@ Stages (open-r1 style, top to bottom in :func:`main`):
             ``OUT/train_log.jsonl``; ``--resume`` continues from the last checkpoint in OUT
 4. save   - the final model and tokenizer in ``OUT/final`` (unless ``--no-save-final``)
 
+Several processes: ``accelerate launch --multi_gpu --num_processes 2 -m teachloop train ...``
+(on CPU too: gloo; note that ``accelerate launch --cpu --num_processes 2`` starts *one*
+process). Rank 0 decides the curriculum and alone writes the pool, logs and checkpoints
+(``training/dist.py``).
+
 CPU defaults (``use_cpu`` when no GPU is visible, float32, small batches) are this module's
 choice, not the trainer's: on a GPU pass ``--arg bf16=true --arg use_vllm=true ...`` (see
 ``training/GPU.md``). ``beta`` defaults to 0.04 in the AdaCuRL modes (their reference reset and
@@ -153,7 +158,10 @@ def main(
     """Train on the pool at ``pool`` (a run directory or pool URL); see the module docstring.
     ``fewshot``: solved examples before every prompt (evals/fewshot.py); ``item_ids``: train
     on these items only (``train.difficulty_filter``)."""
-    console = console or Console()
+    # several processes (`accelerate launch --multi_gpu --num_processes N -m teachloop train`):
+    # rank 0 alone prints and writes the log and the config dump (the trainer: pool, state)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    console = console or Console(quiet=not main_rank)
     t_start = time.monotonic()
     # ---------------------------------------------------------------- setup
     if mode not in MODES:
@@ -185,7 +193,8 @@ def main(
         last_ckpt = last_complete_checkpoint(out_dir)  # skips one a kill left half written
         if last_ckpt is None:
             raise UserError(f"--resume: no checkpoint in {out_dir} (train with --save-steps N)")
-        _truncate_log(out_dir / LOG_FILE, int(Path(last_ckpt).name.rsplit("-", 1)[1]))
+        if main_rank:
+            _truncate_log(out_dir / LOG_FILE, int(Path(last_ckpt).name.rsplit("-", 1)[1]))
     elif (out_dir / LOG_FILE).exists():
         raise UserError(f"{out_dir} already holds a training run; pass --resume to continue it "
                         "or choose another --out")
@@ -247,7 +256,8 @@ def main(
         from teachloop.curriculum.vcrl import describe_keeps
 
         console.print(f"[bold]vcrl[/] {describe_keeps(args.vcrl_keeps)}", highlight=False)
-    (out_dir / "training_args.json").write_text(args.to_json_string())  # the run's config dump
+    if main_rank:
+        (out_dir / "training_args.json").write_text(args.to_json_string())  # the config dump
     if trainer.scheduler is not None:
         sizes = [len(b) for b in trainer.scheduler.buckets]
         console.print(f"[bold]adacurl[/] buckets (easy → hard) {sizes}; starting with bucket 0")

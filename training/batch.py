@@ -38,12 +38,15 @@ def _pad_to(t: torch.Tensor, width: int, value: float, left: bool) -> torch.Tens
 
 
 def splice_groups(out: dict[str, Any], new: dict[str, Any], dst_groups: Sequence[int], G: int,
-                  pad_token_id: int) -> dict[str, Any]:
+                  pad_token_id: int, start: int = 0) -> dict[str, Any]:
     """``out`` with group ``dst_groups[k]`` replaced by group ``k`` of ``new``.
 
-    Both are TRL 1.16 batch dicts (one process: rows ``g*G .. g*G+G-1`` are group ``g``).
-    Prompts stay left-padded, completions right-padded, to the wider of the two; the token
-    count ``num_items_in_batch`` is recounted from the masks. A key outside
+    Both are TRL 1.16 batch dicts; global rows ``g*G .. g*G+G-1`` are group ``g``. ``new``
+    holds every row of the refill batch (several processes: ``training/dist.gather_batch``);
+    ``out`` holds this process's rows, global rows ``start .. start+len−1`` (one process:
+    all of them, ``start = 0``). Prompts stay left-padded, completions right-padded, to the
+    wider of the two; ``num_items_in_batch`` is recounted from this process's masks (the
+    trainer recounts over all processes). A key outside
     :data:`SPLICE_KEYS`, or present in one dict only, raises: TRL changed, or a multimodal
     batch reached a text-only splice.
     """
@@ -54,13 +57,14 @@ def splice_groups(out: dict[str, Any], new: dict[str, Any], dst_groups: Sequence
     if set(out) != set(new):
         raise RuntimeError(f"the refill batch has keys {sorted(new)}, the batch {sorted(out)}")
     n_rows = out["prompt_ids"].shape[0]
-    src_rows = torch.arange(n_rows)
     from_new = torch.zeros(n_rows, dtype=torch.bool)
     new_rows = torch.zeros(n_rows, dtype=torch.long)
     for k, g in enumerate(dst_groups):
         for j in range(G):
-            from_new[g * G + j] = True
-            new_rows[g * G + j] = k * G + j
+            r = g * G + j - start
+            if 0 <= r < n_rows:
+                from_new[r] = True
+                new_rows[r] = k * G + j
     res: dict[str, Any] = {}
     for key, a in out.items():
         b = new[key]

@@ -5,7 +5,13 @@ Beside ``training/trainer.py`` as TRL keeps ``grpo_config.py`` beside ``grpo_tra
 ``adacurl_config`` take the keyword arguments of :class:`teachloop.curriculum.vcrl.VCRLConfig` and
 :class:`teachloop.curriculum.adacurl.AdaCuRLConfig` (a dict, or a JSON string from a command line), so
 their help strings live in one place and cannot drift. ``__post_init__`` validates them and
-rejects TRL settings the curriculum cannot honour, saying what to set instead.
+rejects TRL settings the curriculum cannot honour, saying what to set instead, in one line
+(``teachloop train`` shows it without a traceback): ``steps_per_generation <
+gradient_accumulation_steps`` (the curriculum decides once per optimisation step), VCRL with
+``multi_objective_aggregation != 'sum_then_normalize'`` or ``scale_rewards='batch'`` (the
+splice needs per-group advantages), AdaCuRL with TRL's periodic ``sync_ref_model``, and
+the Liger loss with sparse KL. Several processes are supported in every mode
+(``training/dist.py``).
 
 Every TRL field keeps its TRL default. Settings the CPU path needs (``use_cpu=True``,
 ``bf16=False``) are the caller's choice (``teachloop/train.py`` sets them).
@@ -64,11 +70,12 @@ class CurriculumGRPOConfig(GRPOConfig):
                 "window (M, the reward buffer: 512), cs_floor, format_steps, fine_low, fine_high, "
                 "...); a dict "
                 "or a JSON string; unset keys keep the METHODS.md §3 defaults"})
-    accuracy_reward: str = field(default="correctness_reward", metadata={
+    accuracy_reward: str | None = field(default=None, metadata={
         "help": "name of the reward function whose values are the binary accuracy that VCRL's "
                 "variance score, AdaCuRL's capability score, the informative-group metric and "
                 "the pool's stats read (other reward functions, e.g. format, only shape the "
-                "advantage)"})
+                "advantage); unset: correctness_reward when present, else the only reward "
+                "function"})
     sparse_kl: bool = field(default=True, metadata={
         "help": "AdaCuRL sparse KL (AdaCuRL modes, beta > 0): no KL term for a group whose "
                 "accuracy rewards are all equal; its policy-gradient term and its tokens in the "
@@ -95,6 +102,17 @@ class CurriculumGRPOConfig(GRPOConfig):
         if self.pool_refresh_steps < 0:
             raise ValueError(f"pool_refresh_steps must be >= 0, got {self.pool_refresh_steps}; "
                              "set 0 to never reload the pool")
+        if self.steps_per_generation < self.gradient_accumulation_steps:
+            raise ValueError(
+                f"steps_per_generation={self.steps_per_generation} < gradient_accumulation_steps="
+                f"{self.gradient_accumulation_steps}: TRL would generate several batches per "
+                "optimisation step, and the curriculum decides once per step (κ schedule, "
+                "capability score, pool stats); leave steps_per_generation unset or >= "
+                "gradient_accumulation_steps")
+        if self.use_liger_kernel and self.uses_adacurl and self.sparse_kl and self.beta != 0.0:
+            raise ValueError("AdaCuRL's sparse KL weights TRL's KL term per row, which the Liger "
+                             "GRPO loss computes inside its kernel; set use_liger_kernel=False "
+                             "or sparse_kl=False")
         self.vcrl_keeps = None
         if self.uses_vcrl:
             keeps = self.vcrl().keeps(self.num_generations)
@@ -106,11 +124,6 @@ class CurriculumGRPOConfig(GRPOConfig):
                                      f"k={self.num_generations // 2}); lower κ")
             self.vcrl_keeps = keeps
             log.info("VCRL: %s", describe_keeps(keeps))
-            if self.world_size > 1:
-                raise ValueError(
-                    "VCRL's on-policy refill re-rolls a variable number of groups, which only one "
-                    "training process can do; launch one process (vLLM colocate still works), or "
-                    "set curriculum_mode='adacurl'")
             if self.multi_objective_aggregation != "sum_then_normalize":
                 raise ValueError(
                     "VCRL splices re-rolled groups into the batch, which needs per-group "
@@ -120,9 +133,6 @@ class CurriculumGRPOConfig(GRPOConfig):
                     "VCRL splices re-rolled groups into the batch, so a batch-level reward std "
                     "would mix two batches; set scale_rewards='group' or 'none'")
         if self.uses_adacurl:
-            if self.adacurl().re_passes and self.world_size > 1:
-                raise ValueError("Re-AdaCuRL re-measures the active items in one process; launch "
-                                 "one process or set adacurl_config re_passes=0")
             if self.sync_ref_model:
                 raise ValueError(
                     "AdaCuRL resets the reference model itself at each bucket merge; set "

@@ -8,6 +8,9 @@ What is covered:
   ``PoolStore.record_many(kind="train")``, apart from the probe stats that difficulty is
   read from; items the teacher
   added during training picked up by :meth:`PoolData.refresh`.
+- :class:`DatasetData` — a plain ``datasets.Dataset`` in the same role (the TRL drop-in):
+  one row per item, difficulty from an optional ``difficulty`` column or measured by the
+  trainer before training, training stats kept in memory (no pool, no refresh).
 - :class:`ItemSampler` — which items the next generation batch trains on, drawn from the
   *current* active set (AdaCuRL's merged buckets, or every item): passes without
   replacement over the set, reshuffled whenever the set changes; seeded, checkpointable.
@@ -32,13 +35,14 @@ AdaCuRL's buckets (they still train in ``grpo`` and ``vcrl`` modes).
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from teachloop.curriculum.items import Item
 from teachloop.curriculum.pool import PoolStore
 
-__all__ = ["ItemSampler", "PoolData"]
+__all__ = ["DatasetData", "ItemSampler", "PoolData"]
 
 _SLOT_ID = ""  # the item_id of a placeholder row; no item has an empty id
 
@@ -136,6 +140,15 @@ class PoolData:
                                      f"{self.store.path}")
                 self.items[i] = it
 
+    def add(self, items: Iterable[Item]) -> None:
+        """Hold these items too (other ranks receive what rank 0's :meth:`refresh` found)."""
+        for it in items:
+            self.items[it.id] = it
+
+    def set_buckets(self, pairs: Sequence[tuple[str, int | None]]) -> None:
+        """Each item's AdaCuRL bucket in the pool, for the teacher (rank 0 only)."""
+        self.store.set_bucket(list(pairs))
+
     def refresh(self) -> list[Item]:
         """Items the pool gained since they were loaded (measured ones only: a new item
         needs a difficulty before AdaCuRL can bucket it). Adds them and returns them."""
@@ -144,6 +157,112 @@ class PoolData:
         for it in new:
             self.items[it.id] = it
         return new
+
+
+@dataclass
+class RowStats:
+    """What :class:`DatasetData` knows of one row: its difficulty and the attempts behind it."""
+
+    difficulty: float | None = None
+    attempts: int = 0
+    successes: float = 0.0
+    train_attempts: int = 0
+    train_successes: float = 0.0
+
+
+class DatasetData:
+    """A plain ``datasets.Dataset`` as the curriculum's items (the TRL drop-in).
+
+    As for TRL's ``GRPOTrainer``: a ``prompt`` column (text or a conversation) and the
+    columns the reward functions read, passed to them as keyword arguments. Each row is one
+    item; its id is the ``item_id`` column when there is one (ids must be unique), else the
+    row index. Difficulty is the optional ``difficulty`` column (in [0, 1], 1 = never
+    solved); without it, the trainer measures it before training when AdaCuRL needs it
+    (:meth:`measured`). Training stats are kept in memory (there is no pool); items never
+    change during training.
+    """
+
+    store = None  # no pool behind it
+
+    def __init__(self, dataset: Any) -> None:
+        cols = list(getattr(dataset, "column_names", None) or [])
+        if "prompt" not in cols:
+            raise ValueError(f"train_dataset needs a 'prompt' column, as TRL's GRPOTrainer does; "
+                             f"it has {cols}")
+        if len(dataset) == 0:
+            raise ValueError("train_dataset is empty")
+        ids = ([str(x) for x in dataset["item_id"]] if "item_id" in cols
+               else [str(k) for k in range(len(dataset))])
+        if len(set(ids)) != len(ids) or _SLOT_ID in ids:
+            raise ValueError("train_dataset's item_id column must hold unique, non-empty ids")
+        self.source = dataset
+        self._rows = {i: dict(row) for i, row in zip(ids, dataset)}
+        self.items: dict[str, RowStats] = {}
+        has_d = "difficulty" in cols
+        for i, row in self._rows.items():
+            d = row.get("difficulty") if has_d else None
+            if d is not None and not 0.0 <= float(d) <= 1.0:
+                raise ValueError(f"train_dataset row {i}: difficulty must lie in [0, 1] "
+                                 f"(1 = never solved), got {d!r}")
+            self.items[i] = RowStats(difficulty=None if d is None else float(d))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def prompt(self, item_id: str) -> Any:
+        return self._rows[item_id]["prompt"]
+
+    def row(self, item_id: str) -> dict[str, Any]:
+        return {**self._rows[item_id], "item_id": item_id}
+
+    def rows(self, item_ids: Iterable[str], repeat: int = 1) -> list[dict[str, Any]]:
+        return [self.row(i) for i in item_ids for _ in range(repeat)]
+
+    def dataset(self):
+        """The user's dataset with the ``item_id`` column the trainer reads."""
+        if "item_id" in self.source.column_names:
+            return self.source
+        return self.source.add_column("item_id", list(self.items))
+
+    slots = staticmethod(PoolData.slots)
+    is_slot = staticmethod(PoolData.is_slot)
+
+    @property
+    def unmeasured(self) -> list[str]:
+        return [i for i, s in self.items.items() if s.difficulty is None]
+
+    def measured(self, results: Mapping[str, Sequence[float]]) -> None:
+        """Set each row's difficulty ``1 − mean accuracy`` from the given attempts."""
+        for i, acc in results.items():
+            s = self.items[i]
+            s.attempts, s.successes = len(acc), float(sum(acc))
+            s.difficulty = 1.0 - s.successes / s.attempts
+
+    def difficulties(self, item_ids: Iterable[str] | None = None) -> dict[str, float]:
+        ids = self.items if item_ids is None else item_ids
+        return {i: self.items[i].difficulty for i in ids if self.items[i].difficulty is not None}
+
+    def record(self, updates: Sequence[tuple[str, int, float]], once_key: str | None = None) -> int:
+        for i, n, k in updates:
+            if i != _SLOT_ID:
+                self.items[i].train_attempts += n
+                self.items[i].train_successes += k
+        return len(updates)
+
+    def ensure(self, item_ids: Iterable[str]) -> None:
+        missing = [i for i in item_ids if i not in self.items]
+        if missing:
+            raise ValueError(f"items {missing[:3]} are in the curriculum state but not in "
+                             "train_dataset; resume with the dataset the run started with")
+
+    def add(self, items: Iterable[Any]) -> None:
+        pass
+
+    def set_buckets(self, pairs: Sequence[tuple[str, int | None]]) -> None:
+        pass
+
+    def refresh(self) -> list[Any]:
+        return []
 
 
 class ItemSampler:

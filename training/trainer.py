@@ -22,6 +22,11 @@ and five methods are extended, each calling TRL's own, none copied:
                                        controller the same way)
 =====================================  ==============================================================
 
+The decisions made once per batch (draw, VCRL selection and bank, AdaCuRL observation,
+Re-AdaCuRL, pool stats, the checkpointed state) are the mixin
+:class:`~teachloop.training.decisions.CurriculumDecisions`; with several processes they run
+on rank 0 and are broadcast (``training/dist.py``).
+
 ``tests/test_trainer.py`` fails loudly when the signatures of these methods, the keys of the
 batch dict, or the TRL calls they rely on change.
 
@@ -76,11 +81,33 @@ Where this departs from the papers or from TRL:
 - Sparse KL follows the paper (accuracy reward, KL term only); TRL's logged ``kl`` stays the
   mean over every token, ``adacurl/kl_groups_frac`` is the fraction of groups with a KL term.
 
-Not covered: VCRL and Re-AdaCuRL with several training processes (the config refuses
-them); ``train_dataset`` as a plain ``datasets.Dataset`` (the trainer builds its rows from
-a :class:`PoolData`); multimodal
-batches (the splice refuses unknown keys); PEFT with AdaCuRL's reference reset (TRL has no
-separate reference model under PEFT).
+- Several processes (``training/dist.py``): rank 0 decides (the draw, pool refresh, VCRL
+  selection and refill ids, bank updates, AdaCuRL observation and merges, Re-AdaCuRL) from
+  the rewards TRL gathered, and broadcasts; each rank binds its slice of the rows, re-rolls
+  its share of a refill (padded with repeats of the last refill id until its rows divide
+  over the processes; the padding groups are rolled out and dropped), gathers the refill
+  batch and splices the rows it holds, and resets its own reference model at a merge. Only
+  rank 0 writes the pool, the logs and the checkpointed curriculum state. The other ranks'
+  copies of the sampler, bank and scheduler are not kept in step (they never decide; a
+  resume loads rank 0's state on every rank). ``self.rollouts`` (the online teacher's
+  input) holds completion texts only with one process.
+- TRL drop-in: ``train_dataset`` may be a plain ``datasets.Dataset``
+  (:class:`~teachloop.training.data.DatasetData`). Without a ``difficulty`` column, AdaCuRL
+  modes measure every row before training with one group of G rollouts by the initial
+  policy (fine difficulty 1 − c/G, not the paper's N = 100; the coarse stage reads the same
+  counts scaled to 5); those rollouts are not trained on. The accuracy reward defaults to
+  the only reward function. AdaCuRL's format-reward cut-off T_f belongs to teachloop's own
+  format reward; a user's reward functions are used as given at every step.
+- ``steps_per_generation < gradient_accumulation_steps`` is refused (several generation
+  batches per optimisation step would break the once-per-step κ schedule, capability score
+  and once-keys), as is the Liger loss with sparse KL (its KL term is inside the kernel).
+
+Not covered: an ``IterableDataset`` or a dict of datasets as ``train_dataset`` (the
+curriculum re-draws rows by id); multimodal batches (the splice refuses unknown keys); PEFT
+with AdaCuRL's reference reset (TRL has no separate reference model under PEFT); DeepSpeed
+ZeRO-3 / FSDP (the reference reset and the refill gather assume whole parameters and
+unsharded batches; untested); the online teacher (``teachloop/online.py``) with several
+processes.
 """
 
 from __future__ import annotations
@@ -108,7 +135,7 @@ from teachloop.curriculum.adacurl import (
     coarse_select,
     filter_fine,
 )
-from teachloop.curriculum.vcrl import VCRLState, variance_score
+from teachloop.curriculum.vcrl import VCRLState
 from teachloop.training.batch import (
     KL_WEIGHT_KEY,
     SPLICE_KEYS,
@@ -120,7 +147,9 @@ from teachloop.training.batch import (
     splice_groups,
 )
 from teachloop.training.config import CurriculumGRPOConfig
-from teachloop.training.data import ItemSampler, PoolData
+from teachloop.training.data import DatasetData, ItemSampler, PoolData
+from teachloop.training.decisions import CurriculumDecisions
+from teachloop.training.dist import decide, gather_batch, pad_groups, recount_tokens
 from teachloop.training.rewards import make_correctness_reward, make_format_reward
 
 # Offline (HF_HUB_OFFLINE=1, as teachloop's own runs are), transformers >= 5.2 on CUDA still
@@ -145,29 +174,43 @@ CURRICULUM_STATE_FILE = "curriculum_state.json"
 
 
 
-class CurriculumGRPOTrainer(GRPOTrainer):
-    """``GRPOTrainer`` whose data comes from a pool and whose batches follow the curriculum.
+class CurriculumGRPOTrainer(CurriculumDecisions, GRPOTrainer):
+    """``GRPOTrainer`` whose batches follow the curriculum, fed by a pool or a plain dataset.
 
-    ``data`` is a :class:`~teachloop.training.data.PoolData`; ``reward_funcs`` defaults to the
-    correctness and format rewards bound to its items. ``train_dataset`` is built here: every
-    item for ``grpo``, placeholder rows for the curriculum modes (items are bound at
-    generation time). Other keyword arguments go to ``GRPOTrainer``.
+    Called as TRL's ``GRPOTrainer`` (``model, reward_funcs, args, train_dataset, ...``) with a
+    :class:`CurriculumGRPOConfig`: ``train_dataset`` is a ``datasets.Dataset`` with a
+    ``prompt`` column, the columns the reward functions read and an optional ``difficulty``
+    column (:class:`~teachloop.training.data.DatasetData`; without it AdaCuRL measures each
+    row's difficulty with the policy before training). Or ``data=`` a
+    :class:`~teachloop.training.data.PoolData`, and ``reward_funcs`` defaults to the
+    correctness and format rewards bound to its items. TRL's dataloader then reads every item
+    (``grpo``) or placeholder rows (the curriculum modes, whose items are bound at generation
+    time). Other keyword arguments go to ``GRPOTrainer``.
     """
 
-    def __init__(self, model: Any, args: CurriculumGRPOConfig, data: PoolData,
-                 reward_funcs: Any = None, **kwargs: Any) -> None:
+    def __init__(self, model: Any, reward_funcs: Any = None, args: CurriculumGRPOConfig | None = None,
+                 train_dataset: Any = None, *, data: PoolData | DatasetData | None = None,
+                 **kwargs: Any) -> None:
         if not isinstance(args, CurriculumGRPOConfig):
             raise TypeError(f"args must be a CurriculumGRPOConfig, got {type(args).__name__}")
-        if "train_dataset" in kwargs:
-            raise TypeError("CurriculumGRPOTrainer builds its train set from `data`; "
-                            "do not pass train_dataset")
+        if (data is None) == (train_dataset is None):
+            raise TypeError("pass train_dataset (a datasets.Dataset, as to TRL's GRPOTrainer) or "
+                            "data (a teachloop PoolData), not both or neither")
+        if data is None:
+            if isinstance(train_dataset, dict) or not hasattr(train_dataset, "column_names"):
+                raise TypeError("train_dataset must be one datasets.Dataset (an IterableDataset "
+                                "or a dict of datasets cannot be re-drawn by the curriculum)")
+            if reward_funcs is None:
+                raise TypeError("reward_funcs is required with a train_dataset, as in GRPOTrainer")
+            data = DatasetData(train_dataset)
         self.data = data
         self.mode = args.curriculum_mode
         self.vcrl_state = VCRLState(args.vcrl()) if args.uses_vcrl else None
-        self.scheduler = self._build_scheduler(args) if args.uses_adacurl else None
+        self.scheduler: AdaCuRLScheduler | None = None
         self.item_sampler = ItemSampler(args.seed)
         self.merge_log: list[MergeEvent] = []
         self.re_log: list[dict[str, Any]] = []  # Re-AdaCuRL rounds
+        self.ref_resets = 0  # π_ref ← π_θ done by this process
         self._pass_seen: set[str] = set()  # ids drawn since every bucket was merged
         self.history: list[dict[str, Any]] = []  # one record per training generation batch
         self._last_rewards: torch.Tensor | None = None
@@ -180,14 +223,14 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             fmt = args.adacurl().format_steps
             reward_funcs = [make_correctness_reward(data.items), make_format_reward(data.items, fmt)]
         n_groups = args.generation_batch_size // args.num_generations
-        train_dataset = data.dataset() if self.mode == "grpo" else data.slots(n_groups)
+        train_rows = data.dataset() if self.mode == "grpo" else data.slots(n_groups)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args,
-                         train_dataset=train_dataset, **kwargs)
-        if args.accuracy_reward not in self.reward_func_names:
-            raise ValueError(f"accuracy_reward={args.accuracy_reward!r} is not one of the reward "
-                             f"functions {self.reward_func_names}; name the one that returns the "
-                             "binary accuracy")
-        self._acc_col = self.reward_func_names.index(args.accuracy_reward)
+                         train_dataset=train_rows, **kwargs)
+        self._acc_col = self.reward_func_names.index(_accuracy_name(args, self.reward_func_names))
+        if args.uses_adacurl:
+            if isinstance(data, DatasetData) and data.unmeasured:
+                self._measure_dataset(data)
+            self.scheduler = self._build_scheduler(args)
         if self.scheduler is not None and args.ref_reset_at_merge and self.beta != 0.0 \
                 and self.ref_model is None:
             raise NotImplementedError("AdaCuRL's reference reset needs a separate reference "
@@ -195,12 +238,32 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         self._write_buckets()
 
     # --- setup ---------------------------------------------------------------------
+    def _measure_dataset(self, data: DatasetData) -> None:
+        """Difficulty of the rows without a ``difficulty`` column: one group of G rollouts
+        each by the initial policy, scored by the accuracy reward (AdaCuRL's fine
+        difficulty 1 − c/N with N = G, not the paper's 100). Not trained on, not logged."""
+        ids = data.unmeasured
+        t0 = time.perf_counter()
+        was_training = self.model.training
+        self.model.eval()
+        acc: list[list[float]] = []
+        chunk = max(16, self.args.generation_batch_size // self.num_generations)  # groups per call
+        for k in range(0, len(ids), chunk):
+            acc += self._roll(ids[k:k + chunk])[1]
+        self.model.train(was_training)
+        self._metrics["eval"].clear()  # TRL's eval-mode metrics of these rollouts
+        data.measured(dict(zip(ids, acc)))
+        log.warning("AdaCuRL: measured the difficulty of %d rows without a 'difficulty' column "
+                    "(%d rollouts each) in %.1f s", len(ids), self.num_generations,
+                    time.perf_counter() - t0)
+
     def _build_scheduler(self, args: CurriculumGRPOConfig) -> AdaCuRLScheduler:
         cfg = args.adacurl()
         diffs = self.data.difficulties()
         if cfg.coarse_size:  # AdaCuRL's coarse stage: bins of correct-of-5, drawn at ρ
-            counts = {i: coarse_correct(self.data.items[i].successes, self.data.items[i].attempts)
-                      for i in diffs}
+            items = self.data.items
+            counts = {i: coarse_correct(items[i].successes, items[i].attempts) if items[i].attempts
+                      else coarse_correct(5 * (1 - diffs[i]), 5) for i in diffs}
             chosen = coarse_select(counts, cfg.coarse_size, random.Random(args.seed),
                                    cfg.coarse_ratios)
             by_bin = [sum(coarse_bin(counts[i]) == b for i in chosen) for b in range(3)]
@@ -211,22 +274,11 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         if len(kept) < cfg.num_buckets:
             raise ValueError(
                 f"AdaCuRL needs at least num_buckets={cfg.num_buckets} measured items with "
-                f"difficulty in [{cfg.fine_low}, {cfg.fine_high}]; the pool has {len(kept)} "
+                f"difficulty in [{cfg.fine_low}, {cfg.fine_high}]; the data has {len(kept)} "
                 f"(of {len(self.data)} items, {len(diffs)} measured). Probe more items, add easier "
                 "or harder variants, lower num_buckets, widen fine_low/fine_high, or use "
                 "curriculum_mode='vcrl'")
         return AdaCuRLScheduler(kept, cfg)
-
-    def _write_buckets(self) -> None:
-        """Each item's bucket in the pool (None: not in AdaCuRL's buckets), for the teacher."""
-        if self.scheduler is not None and self.accelerator.is_main_process:
-            self.data.store.set_bucket([(i, self.scheduler.bucket_of(i)) for i in self.data.items])
-
-    def active_ids(self) -> list[str]:
-        """Ids the next generation batch may draw: the merged buckets, or every item."""
-        if self.scheduler is not None:
-            return self.scheduler.active_items()
-        return sorted(self.data.items)
 
     # --- TRL hooks -----------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -243,95 +295,84 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         return self._curriculum_batch(inputs)
 
     def _observe_only(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        """``grpo``: TRL's batch unchanged; only metrics and pool stats."""
+        """``grpo``: TRL's batch unchanged; only metrics and pool stats (written by rank 0)."""
         out = super()._generate_and_score_completions(inputs)
         t0 = time.perf_counter()
         G = self.num_generations
         row_ids = gather_object([x["item_id"] for x in inputs])
         ids = row_ids[::G]
         acc, _ = self._split_rewards(self._last_rewards, len(ids))
-        self._record(ids, acc)
+        decide(self.accelerator, self._record, ids, acc)
         informative = informative_fraction(acc)
-        self._log_step(ids, informative, informative, time.perf_counter() - t0, extra={})
+        self._log_step(ids, informative, informative, time.perf_counter() - t0, extra={},
+                       local_ids=[x["item_id"] for x in inputs])
         return out
 
     def _curriculum_batch(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        G = self.num_generations
+        """One generation batch of a curriculum mode. Every decision is rank 0's
+        (``training/dist.py``); every rank generates its slice and applies the decisions."""
+        G, acc_ = self.num_generations, self.accelerator
         step = self.state.global_step
         t0 = time.perf_counter()
-        if self.args.pool_refresh_steps and self._generations \
-                and self._generations % self.args.pool_refresh_steps == 0:
-            self.refresh_items()
-        re_extra = self._maybe_re_adacurl() if self.scheduler is not None else {}
-        # ---- bind: the items of this batch are drawn now, from the current active set
         n_groups = self.args.generation_batch_size // G
-        ids = self.item_sampler.draw(n_groups, self.active_ids())
+        # ---- rank 0: new pool items, and whether a Re-AdaCuRL round is due
+        new_items, re_ids = decide(acc_, self._plan)
+        if not acc_.is_main_process:
+            self.data.add(new_items)
+        extra: dict[str, float] = {}
+        if re_ids:
+            t_re = time.perf_counter()
+            _, re_acc, _ = self._roll(re_ids)
+            extra.update(decide(acc_, self._re_apply, re_ids, re_acc))
+            extra["adacurl/re_s"] = time.perf_counter() - t_re
+        # ---- bind: rank 0 draws the items of this batch from the current active set
+        ids, active = decide(acc_, self._draw, n_groups)
         drawn = list(ids)
-        if self.scheduler is not None and self.scheduler.all_merged:
-            self._pass_seen.update(drawn)
         local = len(inputs)
-        start = self.accelerator.process_index * local
+        start = acc_.process_index * local
         rows = self.data.rows(ids, G)[start:start + local]
         overhead = time.perf_counter() - t0
 
         out = super()._generate_and_score_completions(rows)
 
         t0 = time.perf_counter()
-        acc, tot = self._split_rewards(self._last_rewards, n_groups)
-        self._record(ids, acc)
+        acc, tot = self._split_rewards(self._last_rewards, n_groups)  # gathered: same on every rank
         informative_rolled = informative_fraction(acc)
         rolled = list(zip(ids, acc))  # every group rolled out this step: AdaCuRL's evidence
         masked: set[int] = set()
-        extra: dict[str, float] = dict(re_extra)
-
-        # ---- VCRL: drop p < κ, refill from the bank with on-policy re-rolls
+        # ---- VCRL (rank 0): record, drop p < κ, name refills from the bank
+        sel = decide(acc_, self._select, step, ids, acc)
         if self.vcrl_state is not None:
-            by_id: dict[str, list[float]] = {}
-            for i, a in zip(ids, acc):
-                by_id.setdefault(i, []).extend(a)  # an id twice in a batch: one query
-            self.vcrl_state.step = step
-            kappa = self.vcrl_state.kappa
-            sel = self.vcrl_state.select(by_id)
-            dropped_ids = set(sel.dropped)
-            dropped = [g for g, i in enumerate(ids) if i in dropped_ids]
-            refill = list(sel.refill)[:len(dropped)]
+            dropped, refill = sel["dropped"], sel["refill"]
             reroll_s = 0.0
-            if refill:
+            if refill:  # every rank re-rolls its share, then takes the rows it holds
                 overhead += time.perf_counter() - t0
                 t_r = time.perf_counter()
-                out_r = super()._generate_and_score_completions(self.data.rows(refill, G))
+                out_r, acc_r, tot_r = self._roll(refill)
+                full_r = gather_batch(out_r, acc_, self._tokenizer.pad_token_id)
                 reroll_s = time.perf_counter() - t_r
                 t0 = time.perf_counter()
-                acc_r, tot_r = self._split_rewards(self._last_rewards, len(refill))
-                self._record(refill, acc_r)
-                for i, a in zip(refill, acc_r):
-                    self.vcrl_state.bank.update(i, variance_score(a))
+                decide(acc_, self._refilled, refill, acc_r)
                 dst = dropped[:len(refill)]
-                out = splice_groups(out, out_r, dst, G, self._tokenizer.pad_token_id)
+                out = splice_groups(out, full_r, dst, G, self._tokenizer.pad_token_id, start=start)
+                recount_tokens(out, acc_)
                 for k, g in enumerate(dst):
                     ids[g], acc[g], tot[g] = refill[k], acc_r[k], tot_r[k]
                 rolled += list(zip(refill, acc_r))
             masked.update(dropped[len(refill):])
-            extra.update({"vcrl/kappa": kappa, "vcrl/bank_size": float(len(self.vcrl_state.bank)),
-                          "vcrl/dropped": float(len(dropped)), "vcrl/refilled": float(len(refill)),
-                          "vcrl/reroll_s": reroll_s})
-
-        # ---- AdaCuRL: capability score from the newest bucket; reset π_ref at a merge
+            extra.update(sel["extra"])
+            extra["vcrl/reroll_s"] = reroll_s
+        # ---- AdaCuRL (rank 0): capability score; every rank resets its π_ref at a merge
         if self.scheduler is not None:
-            by_bucket: dict[int, list[float]] = {}
-            for i, a in rolled:
-                b = self.scheduler.bucket_of(i)
-                if b is not None:
-                    by_bucket.setdefault(b, []).extend(a)
-            for event in self.scheduler.observe(step, by_bucket):
-                self.merge_log.append(event)
+            events, ada_extra = decide(acc_, self._observe_buckets, step, rolled)
+            for event in events:
+                if not acc_.is_main_process:
+                    self.merge_log.append(event)
                 self._reset_reference()
-            extra.update({"adacurl/cs": self.scheduler.cs,
-                          "adacurl/n_active": float(self.scheduler.n_active),
-                          "adacurl/merges": float(len(self.scheduler.merges))})
+            extra.update(ada_extra)
 
         if masked:  # VCRL drops the bank could not refill leave the loss
-            mask_groups(out, sorted(masked), G, start, self.accelerator)
+            mask_groups(out, sorted(masked), G, start, acc_)
         # ---- sparse KL: no KL term for groups whose accuracy rewards are all equal
         if self.uses_sparse_kl:
             no_kl = [g for g, a in enumerate(acc) if not _varies(a)]
@@ -342,48 +383,22 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         extra["curriculum/masked_groups"] = float(len(masked))
         self._generations += 1
         self._log_step(ids, informative, informative_rolled,
-                       overhead + time.perf_counter() - t0, extra, drawn=drawn)
+                       overhead + time.perf_counter() - t0, extra, drawn=drawn,
+                       local_ids=[r["item_id"] for r in rows], active=active)
         return out
 
-    def _maybe_re_adacurl(self) -> dict[str, float]:
-        """Re-AdaCuRL (arXiv 2511.09478): once every bucket is merged and every active item
-        has been drawn since, re-measure the active items with the current policy (one group
-        of G rollouts each, TRL's own generation and scoring), drop difficulty <
-        ``re_drop_below``, re-bucket and restart the curriculum (cs ← 0, B_0 only). At most
-        ``re_passes`` rounds; a round that would keep fewer than K items is skipped."""
-        s, cfg = self.scheduler, self.scheduler.config
-        if not cfg.re_passes or s.round >= cfg.re_passes or not s.all_merged:
-            return {}
-        active = s.active_items()
-        if not set(active) <= self._pass_seen:
-            return {}
-        t0 = time.perf_counter()
-        G = self.num_generations
-        super()._generate_and_score_completions(self.data.rows(active, G))
-        acc, _ = self._split_rewards(self._last_rewards, len(active))
-        new = {i: 1.0 - sum(a) / len(a) for i, a in zip(active, acc)}
-        self._pass_seen = set()
-        kept = sum(d >= cfg.re_drop_below for d in new.values())
-        step = self.state.global_step
-        if kept < s.num_buckets:
-            s.round += 1
-            event = {"step": step, "round": s.round, "skipped": True, "measured": len(new),
-                     "kept": kept}
-            log.warning("Re-AdaCuRL round %d at step %d skipped: %d of %d items keep difficulty "
-                        ">= %g, fewer than K=%d", s.round, step, kept, len(new),
-                        cfg.re_drop_below, s.num_buckets)
-        else:
-            dropped = s.re_bucket(new)
-            self._write_buckets()
-            event = {"step": step, "round": s.round, "skipped": False, "measured": len(new),
-                     "kept": kept, "dropped": list(dropped),
-                     "sizes": [len(b) for b in s.buckets]}
-            log.warning("Re-AdaCuRL round %d at step %d: re-measured %d items with the current "
-                        "policy, dropped %d (difficulty < %g), buckets %s; cs reset to 0",
-                        s.round, step, len(new), len(dropped), cfg.re_drop_below, event["sizes"])
-        self.re_log.append(event)
-        return {"adacurl/re_round": float(s.round), "adacurl/re_kept": float(kept),
-                "adacurl/re_s": time.perf_counter() - t0}
+    def _roll(self, ids: Sequence[str]) -> tuple[dict[str, Any], list[list[float]], list[list[float]]]:
+        """One group of G rollouts per id through TRL's generation and scoring, the rows
+        split evenly over the processes (padded, ``training/dist.pad_groups``). Returns this
+        process's batch dict and each id's accuracy and total rewards (padding dropped)."""
+        G, acc_ = self.num_generations, self.accelerator
+        padded = pad_groups(ids, G, acc_.num_processes)
+        rows = self.data.rows(padded, G)
+        local = len(rows) // acc_.num_processes
+        start = acc_.process_index * local
+        out = super()._generate_and_score_completions(rows[start:start + local])
+        acc, tot = self._split_rewards(self._last_rewards, len(padded))
+        return out, acc[:len(ids)], tot[:len(ids)]
 
     @property
     def uses_sparse_kl(self) -> bool:
@@ -433,43 +448,19 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         return ([acc[g * G:(g + 1) * G].tolist() for g in range(n_groups)],
                 [tot[g * G:(g + 1) * G].tolist() for g in range(n_groups)])
 
-    def _record(self, ids: Sequence[str], acc: Sequence[Sequence[float]]) -> None:
-        step = self.state.global_step
-        self._record_calls = self._record_calls + 1 if getattr(self, "_record_step", None) == step else 0
-        self._record_step = step
-        if self.accelerator.is_main_process:
-            # once per (run, step, call): steps re-run after a resume are not counted twice
-            key = f"train:{os.path.abspath(self.args.output_dir)}:s{step}:c{self._record_calls}"
-            self.data.record([(i, len(a), float(sum(a))) for i, a in zip(ids, acc)], once_key=key)
-        texts, G = self._last_completions, self.num_generations
-        if texts is not None and len(texts) == len(ids) * G:  # one process: texts are all rows
-            for g, (i, a) in enumerate(zip(ids, acc)):
-                # stamped with the step this batch trains (global_step counts finished steps)
-                self.rollouts[i] = (texts[g * G:(g + 1) * G], list(a), self.state.global_step + 1)
-
     def _reset_reference(self) -> bool:
         """π_ref ← π_θ: TRL's reference sync with α = 1 (AdaCuRL's adaptive reference)."""
         if not self.args.ref_reset_at_merge or self.ref_model is None:
             return False
         SyncRefModelCallback.sync_target_model(self.accelerator.unwrap_model(self.model),
                                                self.ref_model, 1.0)
+        self.ref_resets += 1
         return True
-
-    def refresh_items(self) -> list[str]:
-        """Load items the pool gained (e.g. from a teacher round); AdaCuRL buckets them by
-        difficulty. Returns the new ids."""
-        new = self.data.refresh()
-        if new and self.scheduler is not None:
-            cfg = self.scheduler.config
-            placed = self.scheduler.add_items(
-                filter_fine(self.data.difficulties(it.id for it in new), cfg.fine_low, cfg.fine_high))
-            if placed and self.accelerator.is_main_process:
-                self.data.store.set_bucket(list(placed.items()))
-        return [it.id for it in new]
 
     def _log_step(self, ids: Sequence[str], informative: float, informative_rolled: float,
                   overhead_s: float, extra: dict[str, float],
-                  drawn: Sequence[str] | None = None) -> None:
+                  drawn: Sequence[str] | None = None, local_ids: Sequence[str] = (),
+                  active: str | None = None) -> None:
         m = self._metrics["train"]
         m["curriculum/informative_frac"].append(informative)
         m["curriculum/informative_frac_rolled"].append(informative_rolled)
@@ -478,39 +469,12 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             m[k].append(v)
         self.history.append({"step": self.state.global_step, "ids": list(ids),
                              "drawn": list(ids if drawn is None else drawn),
+                             "local_ids": list(local_ids), "active": active,
                              "informative_frac": informative,
                              "informative_frac_rolled": informative_rolled,
                              "overhead_s": overhead_s, **extra})
 
     # --- checkpoints ---------------------------------------------------------------
-    def curriculum_state_dict(self) -> dict[str, Any]:
-        """Everything the curriculum needs to continue exactly (JSON-serialisable)."""
-        return {
-            "mode": self.mode,
-            "sampler": self.item_sampler.state_dict(),
-            "vcrl": self.vcrl_state.state_dict() if self.vcrl_state is not None else None,
-            "adacurl": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "generations": self._generations,
-            "re_pass_seen": sorted(self._pass_seen),
-            "re_log": self.re_log,
-        }
-
-    def load_curriculum_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("mode") != self.mode:
-            raise ValueError(f"the checkpoint was written in curriculum_mode={state.get('mode')!r}, "
-                             f"not {self.mode!r}; resume with the mode the run was started with")
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["adacurl"])
-            self.data.ensure(self.scheduler.difficulty)
-        if self.vcrl_state is not None:
-            self.vcrl_state.load_state_dict(state["vcrl"])
-            self.data.ensure(self.vcrl_state.bank.ids())
-        self.item_sampler.load_state_dict(state["sampler"])
-        self._generations = int(state["generations"])
-        self._pass_seen = set(state.get("re_pass_seen", []))
-        self.re_log = list(state.get("re_log", []))
-        self.merge_log = list(self.scheduler.merges) if self.scheduler is not None else []
-        self._write_buckets()
 
     def _save_checkpoint(self, model, trial):
         # Written first: TRL/transformers write trainer_state.json near the end and then delete
@@ -563,6 +527,23 @@ def last_complete_checkpoint(output_dir: str | os.PathLike[str]) -> str | None:
             continue
         return ckpt
     return None
+
+
+def _accuracy_name(args: CurriculumGRPOConfig, names: Sequence[str]) -> str:
+    """The reward function whose values are the binary accuracy: ``args.accuracy_reward``;
+    unset, ``correctness_reward`` (teachloop's own) or the only reward function."""
+    name = args.accuracy_reward
+    if name is None:
+        if "correctness_reward" in names:
+            return "correctness_reward"
+        if len(names) == 1:
+            return names[0]
+        raise ValueError(f"with several reward functions {list(names)}, set accuracy_reward in "
+                         "CurriculumGRPOConfig to the one that returns the binary accuracy")
+    if name not in names:
+        raise ValueError(f"accuracy_reward={name!r} is not one of the reward functions "
+                         f"{list(names)}; name the one that returns the binary accuracy")
+    return name
 
 
 def _completion_text(c: Any) -> str:

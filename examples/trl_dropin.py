@@ -1,0 +1,51 @@
+"""``examples/trl_grpo.py`` with teachloop's curriculum: two lines changed, nothing else.
+
+    python examples/trl_dropin.py [MODEL]    # default: HuggingFaceTB/SmolLM2-135M-Instruct
+
+The diff to the plain TRL script (``tests/test_trainer_dropin.py`` checks it is exactly
+this):
+
+    -from trl import GRPOConfig, GRPOTrainer
+    +from teachloop.training import CurriculumGRPOConfig as GRPOConfig, CurriculumGRPOTrainer as GRPOTrainer
+    -training_args = GRPOConfig(output_dir="trl-grpo-out", ...)
+    +training_args = GRPOConfig(curriculum_mode="vcrl+adacurl", output_dir="trl-dropin-out", ...)
+
+The dataset has no ``difficulty`` column, so before training AdaCuRL measures each row's
+difficulty with the policy (one group of ``num_generations`` rollouts per row, scored by
+the one reward function, which is therefore the accuracy reward). VCRL then drops groups
+whose rewards barely vary and refills them from its memory bank.
+"""
+
+import re
+import sys
+
+from datasets import Dataset
+from teachloop.training import CurriculumGRPOConfig as GRPOConfig, CurriculumGRPOTrainer as GRPOTrainer
+
+MODEL = sys.argv[1] if len(sys.argv) > 1 else "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+pairs = [(2, 3), (7, 1), (4, 4), (12, 9), (23, 45), (31, 17), (6, 7), (88, 13)]
+dataset = Dataset.from_dict({
+    "prompt": [[{"role": "user", "content": f"What is {a} + {b}? Reply with the number only."}]
+               for a, b in pairs],
+    "solution": [str(a + b) for a, b in pairs],
+})
+
+
+def accuracy_reward(completions, solution, **kwargs):
+    """1.0 when the last number in the completion is the solution, else 0.0."""
+    out = []
+    for completion, sol in zip(completions, solution):
+        numbers = re.findall(r"-?\d+", completion[-1]["content"])
+        out.append(1.0 if numbers and numbers[-1] == sol else 0.0)
+    return out
+
+
+training_args = GRPOConfig(curriculum_mode="vcrl+adacurl", output_dir="trl-dropin-out", max_steps=2, num_generations=4, per_device_train_batch_size=4, max_completion_length=16, learning_rate=1e-6, logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, seed=0)
+trainer = GRPOTrainer(
+    model=MODEL,
+    reward_funcs=accuracy_reward,
+    args=training_args,
+    train_dataset=dataset,
+)
+trainer.train()
