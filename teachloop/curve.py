@@ -38,7 +38,7 @@ def evaluate_policy(trainer: Any, cfg: Any, run_dir: Path, step: int,
 
     from teachloop.agents.backends import LocalBackend
     from teachloop.evals.bench import evaluate
-    from teachloop.run import eval_settings
+    from teachloop.heldout import eval_settings
 
     console = console or Console()
     model = trainer.accelerator.unwrap_model(trainer.model)

@@ -47,6 +47,7 @@ from teachloop.config import (
     yaml_load,
 )
 from teachloop.errors import UserError
+from teachloop.seeding import seed_items  # noqa: F401  (public here too)
 
 CONFIG_FILE = "generate.yaml"
 RUN_FILE = "generate.json"
@@ -103,22 +104,6 @@ def _setup(cfg: Any, out: Path | None, resume: bool, console: Console) -> tuple[
         tmp.write_text(text)
         tmp.replace(path)  # generate.json last: its presence means "resumable"
     return cfg, out, run_id
-
-
-def seed_items(cfg: Any, store: Any, console: Console) -> int:
-    """Seed items of ``cfg.seeds`` into the pool (idempotent: content-hash ids); the count new."""
-    from teachloop.evals.families import UnknownFamilyError, get_family
-
-    new = 0
-    for name in cfg.seeds.families:
-        try:
-            fam = get_family(name, **cfg.seeds.family_args.get(name, {}))
-        except UnknownFamilyError as e:
-            raise UserError(str(e)) from None
-        new += store.insert_many(fam.seeds(cfg.seeds.per_family, seed=cfg.run.seed))
-    console.print(f"[bold]seeds[/] {new} new items from {len(cfg.seeds.families)} families "
-                  f"({len(store)} in the pool)")
-    return new
 
 
 # ---------------------------------------------------------------------------- display

@@ -42,6 +42,7 @@ from teachloop.agents.build import Backends, needs_llm_teacher
 from teachloop.agents.config import from_run_config
 from teachloop.config import apply_process_settings, config_from_dict, dump_yaml, to_dict, yaml_load
 from teachloop.errors import UserError
+from teachloop.heldout import eval_bench_name, eval_ci, eval_settings, harder_family_args  # noqa: F401
 
 CONFIG_FILE = rundir.CONFIG
 STAGES = ("seeds", "teacher", "probe", "eval_before", "train", "eval_after", "export", "report")
@@ -169,42 +170,6 @@ def _probe(cfg: Any, store: PoolStore, backends: Backends, console: Console) -> 
                               policy=student_model_path(cfg) or "embedded")
             bar.advance(task, len(part))
     return len(todo)
-
-
-def eval_bench_name(cfg: Any) -> str:
-    if cfg.eval.bench == "heldout":
-        return "heldout:" + ",".join(cfg.seeds.families)
-    return cfg.eval.bench
-
-
-def harder_family_args(cfg: Any) -> dict[str, dict[str, Any]] | None:
-    """``seeds.family_args`` one knob level up for every family that has a ``start_level``
-    (reasoning-gym); None when no seed family has one."""
-    from teachloop.evals.families import get_family
-
-    out: dict[str, dict[str, Any]] = {}
-    for f in cfg.seeds.families:
-        args = dict(cfg.seeds.family_args.get(f, {}))
-        fam_cfg = get_family(f, **args).config
-        if not hasattr(fam_cfg, "start_level"):
-            continue
-        level = fam_cfg.start_level if fam_cfg.start_level is not None else 1
-        out[f] = {**args, "start_level": level + 1}
-    return out or None
-
-
-def eval_settings(cfg: Any, store: PoolStore | None, *, harder: bool = False) -> dict[str, Any]:
-    """Keyword arguments of ``evals.bench.evaluate`` for this run's held-out evaluation."""
-    family_args = harder_family_args(cfg) if harder else dict(cfg.seeds.family_args)
-    bench = eval_bench_name(cfg)
-    if harder:  # only the families that have a level to move
-        bench = "heldout:" + ",".join(family_args or {})
-    return dict(bench=bench, k=cfg.eval.k, n_items=cfg.eval.n_items,
-                temperature=cfg.eval.temperature,
-                max_tokens=cfg.eval.max_tokens or cfg.student.max_tokens,
-                seed=cfg.run.seed if cfg.eval.seed < 0 else cfg.eval.seed,
-                exclude_ids={it.id for it in store.query()} if (cfg.eval.exclude_pool and store)
-                else (), fewshot=cfg.student.fewshot, family_args=family_args)
 
 
 def _eval(cfg: Any, out: Path, store: PoolStore, which: str, backends: Backends,
@@ -371,7 +336,7 @@ def main(cfg: Any, *, resume: bool = False, console: Console | None = None) -> R
     try:
         with store:
             # -------------------------------------------------------- seeds
-            from teachloop.generate import seed_items
+            from teachloop.seeding import seed_items
 
             stage("seeds", True, lambda: {"new": seed_items(cfg, store, console)})
             # -------------------------------------------------------- teacher turns
@@ -420,20 +385,6 @@ def _report(cfg: Any, out: Path, console: Console) -> dict[str, Any]:
     res = build_report(out, screenshot=cfg.report.screenshot, console=console)
     console.print(f"[bold]report[/] {res.html}")
     return {"html": str(res.html)}
-
-
-def eval_ci(before: dict[str, Any], after: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
-    """pass@1 before, after and Δ with 95 % CIs from a paired bootstrap over the held-out items
-    (teachloop/study_stats.py): each replicate resamples items, the same for both models."""
-    from teachloop.study_stats import bootstrap, item_scores
-
-    b, a = item_scores(before.get("per_item") or []), item_scores(after.get("per_item") or [])
-    items = sorted(set(a) & set(b))
-    if not items:
-        return {}
-    st = bootstrap({"after": {0: a}, "before": {0: b}}, items, base=b)
-    return {"before": st["before"]["mean"], "after": st["after"]["mean"],
-            "delta": st["after"]["delta"]}
 
 
 def _print_eval(out: Path, console: Console) -> None:

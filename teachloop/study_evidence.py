@@ -41,7 +41,7 @@ def base_eval(spec: Any, cfg: Any, console: Console) -> dict[str, dict[str, floa
     """The initial model on the study's held-out sets (once; cached in OUT/base/). None when
     the runs evaluate it themselves (``eval.before=true``) or there is no fixed draw."""
     from teachloop.evals.bench import evaluate, load_result, save_result
-    from teachloop.run import eval_settings, harder_family_args
+    from teachloop.heldout import eval_settings, harder_family_args
     from teachloop.study_stats import item_scores
 
     if cfg.eval.before or cfg.eval.exclude_pool or not cfg.eval.enabled:

@@ -143,7 +143,7 @@ def run_worker(cfg: Any, pool: str, worker: str | None = None, *, lease_s: float
     from teachloop.config import apply_process_settings
     from teachloop.curriculum.pool import PoolError, open_pool
     from teachloop.evals.families import family_names
-    from teachloop.generate import seed_items
+    from teachloop.seeding import seed_items
 
     console = console or Console()
     worker = worker or default_worker_name()

@@ -54,7 +54,7 @@ def test_item_scores_and_mean_ci():
 
 
 def test_quickstart_eval_ci_is_paired_over_items():
-    from teachloop.run import eval_ci
+    from teachloop.heldout import eval_ci
 
     before = {"per_item": [{"id": str(i), "n": 4, "c": i % 2} for i in range(40)]}
     after = {"per_item": [{"id": str(i), "n": 4, "c": i % 2 + 1} for i in range(40)]}
@@ -103,7 +103,7 @@ def test_training_prompts_carry_the_same_examples(tmp_path):
 
 def test_seed_family_args_are_checked_and_reach_the_seeds_and_eval():
     from teachloop.config import ConfigError, load_config
-    from teachloop.run import eval_settings, harder_family_args
+    from teachloop.heldout import eval_settings, harder_family_args
 
     with pytest.raises(ConfigError, match="start_level"):
         load_config("smoke", None, ["seeds.family_args={math.rg.chain_sum: {start_level: -1}}"])
