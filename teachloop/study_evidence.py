@@ -128,7 +128,8 @@ def evidence(spec: Any, numbers: dict[str, dict[int, dict[str, Any]]],
     # ---- print and write
     t = Table(title=f"evidence: pass@1 on {table.get('main_items', 0)} held-out items "
               f"(and {table.get('harder_items', 0)} one level harder), mean [95 % CI], paired "
-              f"bootstrap over items and seeds {spec.seeds}", title_justify="left")
+              f"bootstrap over items and seeds "
+              f"{sorted({s for per in numbers.values() for s in per})}", title_justify="left")
     cols = ["arm", "seeds", "pass@1", "Δ vs initial", f"vs {ref}", "harder pass@1",
             "Δ harder", "steps", "train compl.", "probe compl. (seed+teacher)", "train s"]
     for c in cols:
