@@ -49,6 +49,7 @@ __all__ = [
     "final_answer_text",
     "last_code_block",
     "seeded_order",
+    "teacher_metadata",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,20 @@ class ProposalResult:
     @classmethod
     def reject(cls, stage: str, reason: str, **evidence: Any) -> ProposalResult:
         return cls(item=None, stage=stage, reason=reason, evidence=evidence)
+
+    @classmethod
+    def internal(cls, e: BaseException) -> ProposalResult:
+        """A validator that raised: a malformed proposal is a rejection, not a crash."""
+        return cls.reject("internal", f"{type(e).__name__}: {e}"[:300])
+
+
+def teacher_metadata(parent: Item | None, **extra: Any) -> dict[str, Any]:
+    """Metadata of an item the teacher proposed: its source, ``extra``, and its parent's
+    source."""
+    meta: dict[str, Any] = {"source": "teacher", **extra}
+    if parent is not None:
+        meta["parent_source"] = parent.metadata.get("source")
+    return meta
 
 
 # ------------------------------------------------------------------------------ config

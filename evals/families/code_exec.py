@@ -43,6 +43,7 @@ from teachloop.evals.families.base import (
     Family,
     FamilyConfig,
     ProposalResult,
+    teacher_metadata,
     final_answer_text,
     last_code_block,
     seeded_order,
@@ -284,14 +285,12 @@ class _CodeExecFamily(Family):
                     "output", f"degenerate: fewer than {self.config.min_distinct_outputs} distinct outputs",
                     **ex.evidence,
                 )
-            meta = {"source": "teacher"}
-            if parent is not None:
-                meta["parent_source"] = parent.metadata.get("source")
+            meta = teacher_metadata(parent)
             item = self._item(ex, q, message, metadata=meta, parent=parent, direction=direction,
                               teacher=teacher, prompt_version=prompt_version)
             return ProposalResult(item=item, evidence=ex.evidence)
         except Exception as e:  # noqa: BLE001 - a malformed proposal is a rejection, not a crash
-            return ProposalResult.reject("internal", f"{type(e).__name__}: {e}"[:300])
+            return ProposalResult.internal(e)
 
     # -- seeds -------------------------------------------------------------------------------
     def _seed_functions(self) -> list[dict[str, Any]]:

@@ -46,6 +46,7 @@ from teachloop.evals.families.base import (
     Family,
     FamilyConfig,
     ProposalResult,
+    teacher_metadata,
     final_answer_text,
     seeded_order,
 )
@@ -260,13 +261,11 @@ class FuzzingFamily(Family):
             message = proposal.get("message", "") or ""
             if not isinstance(message, str):
                 return ProposalResult.reject("parse", "message must be a string")
-            meta = {"source": "teacher"}
-            if parent is not None:
-                meta["parent_source"] = parent.metadata.get("source")
+            meta = teacher_metadata(parent)
             return self._build(proposal.get("code"), proposal.get("inputs"), message, metadata=meta,
                                parent=parent, direction=direction, teacher=teacher, prompt_version=prompt_version)
         except Exception as e:  # noqa: BLE001 - a malformed proposal is a rejection, not a crash
-            return ProposalResult.reject("internal", f"{type(e).__name__}: {e}"[:300])
+            return ProposalResult.internal(e)
 
     def seeds(self, n: int, seed: int = 0) -> list[Item]:
         """Up to ``n`` distinct seed items, one per triple of the data file."""

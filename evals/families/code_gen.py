@@ -40,6 +40,7 @@ from teachloop.evals.families.base import (
     Family,
     FamilyConfig,
     ProposalResult,
+    teacher_metadata,
     code_blocks,
     seeded_order,
 )
@@ -204,16 +205,14 @@ class CodeGenerationFamily(Family):
         try:
             if not isinstance(proposal, Mapping):
                 return ProposalResult.reject("parse", "proposal must be a mapping")
-            meta = {"source": "teacher", "entry_point": proposal.get("entry_point")}
-            if parent is not None:
-                meta["parent_source"] = parent.metadata.get("source")
+            meta = teacher_metadata(parent, entry_point=proposal.get("entry_point"))
             return self._build(
                 proposal.get("prompt"), proposal.get("tests"), proposal.get("entry_point"),
                 proposal.get("solution"), metadata=meta, parent=parent, direction=direction,
                 teacher=teacher, prompt_version=prompt_version,
             )
-        except Exception as e:  # noqa: BLE001
-            return ProposalResult.reject("internal", f"{type(e).__name__}: {e}"[:300])
+        except Exception as e:  # noqa: BLE001 - a malformed proposal is a rejection, not a crash
+            return ProposalResult.internal(e)
 
     def _extract(self, completion: str) -> str | None:
         blocks = code_blocks(completion)

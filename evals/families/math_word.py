@@ -43,6 +43,7 @@ from teachloop.evals.families.base import (
     Family,
     FamilyConfig,
     ProposalResult,
+    teacher_metadata,
     boxed,
     seeded_order,
 )
@@ -228,9 +229,7 @@ class MathWordFamily(Family):
             return ProposalResult.reject("parse", "proposal must be a mapping")
         if "answer" not in proposal:
             return ProposalResult.reject("parse", "stated answer missing")
-        meta = {"source": "teacher"}
-        if parent is not None:
-            meta["parent_source"] = parent.metadata.get("source")
+        meta = teacher_metadata(parent)
         try:
             return self._build(
                 proposal.get("problem"), proposal.get("program"), proposal.get("answer"),
@@ -238,7 +237,7 @@ class MathWordFamily(Family):
                 metadata=meta,
             )
         except Exception as e:  # noqa: BLE001 - a malformed proposal is a rejection, not a crash
-            return ProposalResult.reject("internal", f"{type(e).__name__}: {e}"[:300])
+            return ProposalResult.internal(e)
 
     def _extract(self, completion: str) -> str | None:
         """The last ``\\boxed{}``'s contents: the format check (``format_reward``), never the score."""
