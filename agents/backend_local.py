@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -35,10 +36,14 @@ class LocalBackendConfig:
         default=None,
         metadata={"help": "checkpoint directory (or a .gguf file); None = the embedded SmolLM2-135M-Instruct"},
     )
-    device: str = field(default="auto", metadata={"help": "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ..."})
+    device: str = field(default_factory=lambda: os.environ.get("TEACHLOOP_LOCAL_DEVICE", "auto"),
+                        metadata={"help": "'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', "
+                                  "...; default: env TEACHLOOP_LOCAL_DEVICE, else auto"})
     dtype: str = field(
-        default="auto",
-        metadata={"help": "'auto' (float32 on CPU, bfloat16/float16 on GPU), 'float32', 'bfloat16', 'float16'"},
+        default_factory=lambda: os.environ.get("TEACHLOOP_LOCAL_DTYPE", "auto"),
+        metadata={"help": "'auto' (float32 on CPU, bfloat16/float16 on GPU), 'float32', "
+                  "'bfloat16', 'float16'; default: env TEACHLOOP_LOCAL_DTYPE (e.g. float32 to "
+                  "sample on a GPU exactly as on a CPU run), else auto"},
     )
     max_batch_size: int = field(
         default=64, metadata={"help": "most sequences (conversations x n) in one model.generate call"}
@@ -126,6 +131,9 @@ class LocalBackend(ChatBackend):
                     dtype_name = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
                 else:
                     dtype_name = "float32"
+            if dtype_name not in ("float32", "bfloat16", "float16"):
+                raise ValueError(f"local backend dtype {dtype_name!r}: use auto, float32, "
+                                 "bfloat16 or float16")
             dtype = getattr(torch, dtype_name)
             if path.suffix == ".gguf":
                 from teachloop.agents.embedded import unflag_quantized

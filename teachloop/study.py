@@ -306,28 +306,62 @@ def plot(spec: StudySpec, numbers: dict[str, dict[int, dict[str, Any]]],
     return paths
 
 
+def parse_only(only: list[str] | None, spec: StudySpec) -> set[str] | None:
+    """``--run`` values -> the set of 'arm:seed' (and 'base') keys to run; None: everything.
+    Accepts 'ARM:SEED', 'ARM' (every seed), ':SEED' (every arm) and 'base'."""
+    if not only:
+        return None
+    names = [a.name for a in spec.arms]
+    keys: set[str] = set()
+    for o in only:
+        for part in (x.strip() for x in o.split(",") if x.strip()):
+            if part == "base":
+                keys.add("base")
+                continue
+            arm, _, seed = part.partition(":")
+            if arm and arm not in names:
+                raise UserError(f"--run {part}: no arm {arm!r} in the study (arms: "
+                                f"{', '.join(names)})")
+            try:
+                seeds = [int(seed)] if seed else list(spec.seeds)
+            except ValueError:
+                raise UserError(f"--run {part}: the seed must be an integer") from None
+            if seeds[0] not in spec.seeds:
+                raise UserError(f"--run {part}: seed {seeds[0]} is not among the study's "
+                                f"seeds {spec.seeds}")
+            keys.update(f"{a}:{s}" for a in ([arm] if arm else names) for s in seeds)
+    return keys
+
+
 def main(spec: StudySpec, console: Console | None = None, *,
-         report_only: bool = False) -> dict[str, Any]:
+         report_only: bool = False, only: list[str] | None = None) -> dict[str, Any]:
     """Run (or continue) every arm x seed, then the table and plots; returns study.json.
     ``report_only``: run nothing; tabulate the runs that finished (a study still running, or
-    stopped early)."""
+    stopped early). ``only`` (``--run``): run just these runs ('ARM:SEED', 'ARM', ':SEED',
+    'base' = the initial model's held-out eval) and no table, so that one study's runs can go
+    to separate processes, GPUs or machines (scripts/study_parallel.sh); ``--report-only``
+    tabulates them afterwards."""
     from teachloop.run import main as run_main
 
     console = console or Console()
     t0 = time.monotonic()
     check_budget(spec)
+    keys = parse_only(only, spec)
     spec.out.mkdir(parents=True, exist_ok=True)
     total = len(spec.arms) * len(spec.seeds)
     numbers: dict[str, dict[int, dict[str, Any]]] = {}
     from teachloop.study_evidence import base_eval
 
-    base = (None if report_only and not (spec.out / "base").exists() else
-            base_eval(spec, arm_config(spec, spec.arms[0], spec.seeds[0]), console))
+    if keys is None or "base" in keys:
+        base = (None if report_only and not (spec.out / "base").exists() else
+                base_eval(spec, arm_config(spec, spec.arms[0], spec.seeds[0]), console))
     k = 0
     # seed-major: a study stopped early holds every arm on the seeds it finished
     for seed in spec.seeds:
         for arm in spec.arms:
             k += 1
+            if keys is not None and f"{arm.name}:{seed}" not in keys:
+                continue
             cfg = arm_config(spec, arm, seed)
             run_dir = Path(cfg.run.out)
             stages = rundir.read_json(run_dir / rundir.STAGES, {}) or {}
@@ -344,6 +378,11 @@ def main(spec: StudySpec, console: Console | None = None, *,
                           f"after {spec.metric} {n.get(f'after {spec.metric}', float('nan')):.3f}"
                           f", {n.get('steps')} steps, {n.get('train completions')} training "
                           f"completions, {time.monotonic() - ts:.0f} s", highlight=False)
+    if keys is not None:
+        console.print(f"[bold]study[/] ran {', '.join(sorted(keys))} in "
+                      f"{time.monotonic() - t0:.0f} s; when every run is done, tabulate with "
+                      f"`teachloop study ... --report-only`", highlight=False)
+        return {"ran": sorted(keys)}
     numbers = {a.name: numbers.get(a.name, {}) for a in spec.arms}
     if report_only:  # tabulate only the arms with finished runs
         spec.arms = [a for a in spec.arms if numbers[a.name]]
@@ -391,10 +430,19 @@ def study_command(
                                              "'out')")] = None,
     report_only: Annotated[bool, typer.Option("--report-only", help="run nothing: tabulate "
                                               "the runs that finished so far")] = False,
+    run: Annotated[list[str] | None, typer.Option("--run", help="run only these and make no "
+                                                  "table: ARM:SEED, ARM (every seed), :SEED "
+                                                  "(every arm) or base (the initial model's "
+                                                  "held-out eval); repeat or comma-separate. "
+                                                  "Separate processes can run separate runs "
+                                                  "of one study at once "
+                                                  "(scripts/study_parallel.sh)")] = None,
 ) -> None:
     """Arms x seeds at an equal training budget -> a table of mean ± std and plots.
 
     Each arm and seed is a full `teachloop run` in OUT/<arm>/seed-<s>; running the same
     study again continues it (finished runs are kept).
     """
-    main(load_spec(config, out), report_only=report_only)
+    if report_only and run:
+        raise UserError("--report-only runs nothing; leave out --run")
+    main(load_spec(config, out), report_only=report_only, only=run)
