@@ -24,7 +24,10 @@ def backend_for(m: ModelSection, window_s: float = 0.05, role: str = "") -> Any:
 
     if m.backend == "local":
         model = None if m.model == "embedded" else m.model
-        return CoalescingBackend(make_backend(LocalBackendConfig(model=model)), window_s=window_s)
+        cfg = LocalBackendConfig(model=model)
+        if m.dtype != "auto":
+            cfg.dtype = m.dtype
+        return CoalescingBackend(make_backend(cfg), window_s=window_s)
     tok = m.tokenizer
     if tok == "embedded":
         from teachloop.agents.embedded import embedded_model_path

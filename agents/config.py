@@ -58,6 +58,10 @@ class ModelSection(Section):
                            "through /v1/completions, for servers that cannot continue a chat "
                            "message (llama.cpp); empty: the chat API with continue_final_message "
                            "(vLLM)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="backend=local: the weights' dtype when sampling ('auto': float32 on "
+        "CPU, bfloat16 on a GPU; float32 on a GPU samples as a CPU run does); env "
+        "TEACHLOOP_LOCAL_DTYPE sets the 'auto' default")
     temperature: float = Field(1.0, ge=0, description="sampling temperature")
     max_tokens: int = Field(256, ge=1, description="max new tokens per completion")
     reasoning: bool = Field(False, description="backend=openai: a reasoning model; requests carry "

@@ -545,6 +545,7 @@ def evaluate(
     console: Any = None,
     fewshot: int = 0,
     family_args: Mapping[str, Mapping[str, Any]] | None = None,
+    dtype: str | None = None,
 ) -> EvalResult:
     """Sample ``k`` completions for each of ``n_items`` items of ``bench`` and score them.
 
@@ -553,6 +554,7 @@ def evaluate(
     case ``model`` is only the label stored in the result (a run reuses its loaded model).
     ``exclude_ids``: item ids never to evaluate on (the run's pool).  ``fewshot``: solved
     examples before each question (evals/fewshot.py; their items are never evaluated on).
+    ``dtype``: the local backend's weights dtype (auto, float32, bfloat16, float16).
     ``family_args``: see ``load_bench``.  Nothing is fetched from a model hub.  Returns the EvalResult; ``save_result`` writes it.
     """
     from rich.console import Console
@@ -579,7 +581,7 @@ def evaluate(
     scorers = {it.id: sc for it, sc in items}
     own = backend is None
     if own:
-        backend = _local_backend(model, seed)
+        backend = _local_backend(model, seed, dtype)
     try:
         step = _chunk_items(backend, k, len(items))
         chunks = [items[i:i + step] for i in range(0, len(items), step)]
@@ -614,7 +616,7 @@ def _mean(xs: Iterable[float]) -> float:
     return sum(xs) / len(xs) if xs else math.nan
 
 
-def _local_backend(model: str | None, seed: int) -> Any:
+def _local_backend(model: str | None, seed: int, dtype: str | None = None) -> Any:
     from teachloop.agents.backends import LocalBackend, LocalBackendConfig
 
     if _is_embedded(model):
@@ -624,7 +626,10 @@ def _local_backend(model: str | None, seed: int) -> Any:
         if not p.exists():
             raise BenchError(f"model {model} does not exist (a checkpoint directory, or 'embedded')")
         path = str(p)
-    backend = LocalBackend(LocalBackendConfig(model=path, seed=seed))
+    cfg = LocalBackendConfig(model=path, seed=seed)
+    if dtype and dtype != "auto":  # else LocalBackendConfig's default (env TEACHLOOP_LOCAL_DTYPE)
+        cfg.dtype = dtype
+    backend = LocalBackend(cfg)
     backend.check()  # loads now: a bad checkpoint is one BackendUnavailable line, not a trace
     return backend
 

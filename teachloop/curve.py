@@ -45,7 +45,8 @@ def evaluate_policy(trainer: Any, cfg: Any, run_dir: Path, step: int,
     backend = LocalBackend.from_loaded(model, trainer.processing_class)
     kw = eval_settings(cfg, trainer.data.store)
     kw["n_items"] = min(cfg.eval.curve_items, cfg.eval.n_items)
-    rng = torch.get_rng_state()
+    rng = torch.get_rng_state()  # sampling on a GPU draws from the CUDA generators: keep them too
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     was_training = model.training
     model.eval()
     t0 = time.monotonic()
@@ -55,6 +56,8 @@ def evaluate_policy(trainer: Any, cfg: Any, run_dir: Path, step: int,
         if was_training:
             model.train()
         torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
     rec = {"step": step, "metrics": res.metrics, "n_items": res.n_items, "k": res.k,
            "per_item": res.per_item, "wall_s": round(time.monotonic() - t0, 2)}
     with open(run_dir / CURVE_FILE, "a") as f:

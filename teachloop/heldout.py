@@ -40,7 +40,8 @@ def eval_settings(cfg: Any, store: Any, *, harder: bool = False) -> dict[str, An
                 max_tokens=cfg.eval.max_tokens or cfg.student.max_tokens,
                 seed=cfg.run.seed if cfg.eval.seed < 0 else cfg.eval.seed,
                 exclude_ids={it.id for it in store.query()} if (cfg.eval.exclude_pool and store)
-                else (), fewshot=cfg.student.fewshot, family_args=family_args)
+                else (), fewshot=cfg.student.fewshot, family_args=family_args,
+                dtype=cfg.student.dtype)
 
 
 def eval_ci(before: dict[str, Any], after: dict[str, Any]) -> dict[str, tuple[float, float, float]]:

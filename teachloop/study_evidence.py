@@ -167,14 +167,22 @@ def evidence(spec: Any, numbers: dict[str, dict[int, dict[str, Any]]],
     return table
 
 
+_END = 10**9  # the key of each run's final point in its curve (see _curves)
+
+
 def _curves(spec: Any, numbers: dict[str, dict[int, dict[str, Any]]], pool_ids: set[str],
             base: dict[str, float] | None) -> dict[str, dict[str, list[float]]]:
     """Per arm: steps and pass@1 mean with 95 % CI over the common curve items; step 0 is
     the initial model's eval (on the same items) when the runs did not evaluate it, and the
-    last point is each run's final eval on the curve's items."""
+    last point is each run's final eval on the curve's items. Runs stop when the completion
+    budget is spent, which with VCRL's re-rolls is a step or three apart, so every run's final
+    point goes to one x, the latest last step (else each of steps 37..40 would average a
+    different handful of seeds)."""
     from teachloop.study_stats import bootstrap, common_items
 
     out: dict[str, dict[str, list[float]]] = {}
+    end = _END
+    last_steps = [0]
     for per in numbers.values():
         for n in per.values():
             curve_ids = next(iter(n["_curve"].values()), None)
@@ -183,9 +191,12 @@ def _curves(spec: Any, numbers: dict[str, dict[int, dict[str, Any]]], pool_ids: 
             if 0 not in n["_curve"] and base:
                 n["_curve"][0] = {i: base[i] for i in curve_ids if i in base}
             last = n.get("steps") or 0
-            if last and last not in n["_curve"] and n["_after"]:
-                n["_curve"][last] = {i: n["_after"][i] for i in curve_ids if i in n["_after"]}
-    steps = sorted({st for per in numbers.values() for n in per.values() for st in n["_curve"]})
+            if last and n["_after"]:
+                n["_curve"].pop(last, None)
+                n["_curve"][end] = {i: n["_after"][i] for i in curve_ids if i in n["_after"]}
+                last_steps.append(last)
+    steps = sorted({st for per in numbers.values() for n in per.values() for st in n["_curve"]
+                    if st != end}) + [end]
     for a, per in numbers.items():
         xs, ms, lo, hi = [], [], [], []
         for st in steps:
@@ -196,7 +207,7 @@ def _curves(spec: Any, numbers: dict[str, dict[int, dict[str, Any]]], pool_ids: 
             if not items:
                 continue
             est = bootstrap({a: sc}, items, B=500)[a]["mean"]
-            xs.append(st)
+            xs.append(max(last_steps) if st == end else st)
             ms.append(est[0])
             lo.append(est[1])
             hi.append(est[2])
@@ -217,7 +228,7 @@ def _plots(spec: Any, table: dict[str, Any], curves: dict[str, Any]) -> list[Pat
             continue
         ax.plot(c["step"], c["mean"], marker="o", ms=3, color=f"C{i}", label=a)
         ax.fill_between(c["step"], c["low"], c["high"], color=f"C{i}", alpha=0.12)
-    ax.set_xlabel("training step")
+    ax.set_xlabel("training step (last point: each run's final model, budget spent)")
     ax.set_ylabel("held-out pass@1")
     ax.set_title("learning curve: mean over seeds, 95 % CI band (bootstrap)", fontsize=9)
     ax.legend(fontsize=8)
