@@ -66,6 +66,10 @@ def base_eval(spec: Any, cfg: Any, console: Console) -> dict[str, dict[str, floa
     return out
 
 
+def _num(x: Any) -> str:
+    return f"{x:.3f}" if isinstance(x, (int, float)) else "-"
+
+
 def _fmt(t: tuple[float, float, float] | None, signed: bool = False) -> str:
     if not t or math.isnan(t[0]):
         return "-"
@@ -154,8 +158,9 @@ def evidence(spec: Any, numbers: dict[str, dict[int, dict[str, Any]]],
     table["command"] = " ".join(["teachloop", *sys.argv[1:]]) if sys.argv else ""
     table["versions"] = _versions()
     (spec.out / "evidence.md").write_text(
-        f"# evidence ({spec.out})\n\ninitial model pass@1 {table.get('main_initial')}, harder "
-        f"{table.get('harder_initial')}; {table.get('main_dropped_in_a_pool', 0)} held-out items "
+        f"# evidence ({spec.out})\n\ninitial model pass@1 {_num(table.get('main_initial'))}, "
+        f"harder {_num(table.get('harder_initial'))}; {table.get('main_dropped_in_a_pool', 0)} "
+        "held-out items "
         "dropped because a run's pool held them.\n\n" + table["markdown"] + "\n\n"
         + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n")
     rundir.write_json_atomic(spec.out / "evidence.json", table)
