@@ -581,8 +581,8 @@ def test_chains_advance_independently_of_a_slow_chain(tmp_path):
 def test_resume_continues_each_chain_from_its_own_last_step(tmp_path):
     """A run that dies mid-way (an exception out of a node) resumes every unfinished chain from
     its subgraph's own checkpoint: the student is not asked again for finished turns. (With
-    ``AsyncSqliteSaver.from_conn_string`` the resume failed in ~1 of 8 runs with "database is
-    locked": the dying run's checkpointer closed mid-write, agents/checkpoint.py, issue 14.)"""
+    ``AsyncSqliteSaver.from_conn_string`` the resume failed now and then with "database is
+    locked": the dying run's checkpointer closed mid-write; agents/checkpoint.py, issue 14.)"""
     from teachloop.agents.checkpoint import sqlite_saver
 
     class DyingStudent(ArithmeticStudent):
