@@ -17,7 +17,8 @@ in flight still meet in the backend (``agents/batching.CoalescingBackend`` turns
 local calls into one batch).
 
 Checkpointing: compile with a checkpointer (``AsyncSqliteSaver`` in RUN_DIR for
-``teachloop generate``; thread id = the run id; ``durability="sync"``). LangGraph saves each
+``teachloop generate``, opened with agents/checkpoint.py ``sqlite_saver``, which does not close
+it under a dying run's orphaned writes; thread id = the run id; ``durability="sync"``). LangGraph saves each
 superstep before starting the next, and the writes of every finished task; a chain's subgraph
 inherits the checkpointer and the durability and saves its own supersteps under its task's
 namespace. After a kill the resumed run re-executes only the loop's tasks that had not

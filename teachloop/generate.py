@@ -275,11 +275,10 @@ def main(cfg: Any, out: Path | str | None = None, resume: bool = False,
 
 
 async def _arun(ctx: Any, run_id: str, checkpoint_path: Path, console: Console) -> dict[str, Any]:
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
+    from teachloop.agents.checkpoint import sqlite_saver
     from teachloop.agents.graph import build_graph, run_loop
 
-    async with AsyncSqliteSaver.from_conn_string(str(checkpoint_path)) as saver:
+    async with sqlite_saver(checkpoint_path) as saver:
         progress = Progress()
         snap = await build_graph(saver).aget_state({"configurable": {"thread_id": run_id}})
         progress.absorb(snap.values)  # a resumed run shows what was done before the kill

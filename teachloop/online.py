@@ -157,9 +157,8 @@ def run_round(trainer: Any, cfg: Any, run_dir: Path, *, step: int, since_step: i
 
 
 async def _arun(ctx: Any, run_id: str, checkpoint_path: Path) -> dict[str, Any]:
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
+    from teachloop.agents.checkpoint import sqlite_saver
     from teachloop.agents.graph import run_loop
 
-    async with AsyncSqliteSaver.from_conn_string(str(checkpoint_path)) as saver:
+    async with sqlite_saver(checkpoint_path) as saver:
         return await run_loop(ctx, run_id, checkpointer=saver)

@@ -102,9 +102,9 @@ def _checkpointer(store: Any) -> Any:
             raise UserError("workers on a postgresql:// pool need langgraph-checkpoint-postgres: "
                             "pip install 'teachloop[postgres]'") from None
         return AsyncPostgresSaver.from_conn_string(store.url.url)
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from teachloop.agents.checkpoint import sqlite_saver
 
-    return AsyncSqliteSaver.from_conn_string(str(Path(store.path).parent / SQLITE_CHECKPOINTS))
+    return sqlite_saver(Path(store.path).parent / SQLITE_CHECKPOINTS)
 
 
 async def _setup_saver(saver: Any, store: Any) -> None:
