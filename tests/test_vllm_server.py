@@ -52,21 +52,14 @@ from pathlib import Path
 import pytest
 
 try:
-    from server_utils import LoopbackServer, free_port
+    from server_utils import LoopbackServer, start_vllm_server, vllm_python
 except ImportError:  # tests/ became a package
-    from tests.server_utils import LoopbackServer, free_port
+    from tests.server_utils import LoopbackServer, start_vllm_server, vllm_python
 
 START_TIMEOUT_S = 600.0
 EXE = shutil.which("teachloop", path=str(Path(sys.executable).parent)) or "teachloop"
 ENDPOINT_LINE = re.compile(r"endpoint teacher (\S+): (\d+) requests, (\d+) ok, (\d+) failed")
 PROPOSALS_LINE = re.compile(r"proposals (\d+) = accepted (\d+) \+ rejected (\d+); pool: .* ok")
-
-
-def vllm_python() -> Path | None:
-    """``$TEACHLOOP_VLLM_PYTHON``, else ``vllm-venv/bin/python`` beside the checkout; None if absent."""
-    env = os.environ.get("TEACHLOOP_VLLM_PYTHON")
-    py = Path(env) if env else Path(__file__).resolve().parents[2] / "vllm-venv" / "bin" / "python"
-    return py if py.is_file() else None
 
 
 def _get(url: str, timeout: float = 2.0) -> bytes | None:
@@ -109,35 +102,17 @@ def vllm_server(tmp_path_factory):
                     "(see tests/test_vllm_server.py's docstring)")
     from teachloop.agents.embedded import embedded_model_path
 
-    model = embedded_model_path()
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("vllm") / f"vllm_{port}.log"
-    cmd = [str(py), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-           "--served-model-name", "embedded", "--host", "127.0.0.1", "--port", str(port),
-           "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager"]
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1",
-               VLLM_CPU_KVCACHE_SPACE="1")  # GiB of KV cache (default 4): 23k tokens for a 135M model
-    t0 = time.perf_counter()
-    with open(log_path, "wb") as logf:
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
-    server = LoopbackServer(proc=proc, port=port, log_path=log_path)
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM exited with {proc.returncode} while starting:\n{server.log_tail(4000)}")
-            if _get(f"{server.base_url}/models", timeout=1.0):
-                break
-            if time.perf_counter() - t0 > START_TIMEOUT_S:
-                pytest.fail(f"vLLM not healthy after {START_TIMEOUT_S:.0f} s:\n{server.log_tail(4000)}")
-            time.sleep(1.0)
-        server.start_seconds = time.perf_counter() - t0
-        print(f"\nvLLM (pid {server.pid}) healthy on 127.0.0.1:{port} in {server.start_seconds:.1f} s")
+        server = start_vllm_server(embedded_model_path(), tmp_path_factory.mktemp("vllm"),
+                                   python=py, startup_timeout_s=START_TIMEOUT_S)
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    print(f"\nvLLM (pid {server.pid}) healthy on 127.0.0.1:{server.port} in {server.start_seconds:.1f} s")
+    try:
         yield server
     finally:
         server.stop(grace_s=20.0)
-        assert _group_gone(proc.pid, 15.0), f"vLLM's process group {proc.pid} outlived stop()"
+        assert _group_gone(server.pid, 15.0), f"vLLM's process group {server.pid} outlived stop()"
 
 
 def _group_gone(pgid: int, timeout_s: float) -> bool:
