@@ -1,0 +1,99 @@
+"""The llm teacher's accounting (issue 14): tokens per accepted item and cost at
+``teacher.prices`` (teachloop/stats.py) in ``pool stats``, the report and the dataset card, and
+``teacher.budget_tokens``.  pytest tests/test_accounting.py"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from teachloop.curriculum.items import Item
+from teachloop.curriculum.pool import open_pool
+
+EXE = shutil.which("teachloop", path=str(Path(sys.executable).parent)) or "teachloop"
+
+# known inputs: two accepted llm items, one rejected llm proposal, one procedural item
+USAGE_A = {"calls": 3, "prompt_tokens": 600_000, "completion_tokens": 100_000, "latency_s": 1.5}
+USAGE_B = {"calls": 2, "prompt_tokens": 300_000, "completion_tokens": 50_000, "latency_s": 0.5}
+USAGE_R = {"calls": 1, "prompt_tokens": 100_000, "completion_tokens": 50_000, "latency_s": 1.0}
+PRICES = {"prompt_per_mtok": 0.15, "completion_per_mtok": 0.60}
+# prompt 1,000,000 + completion 200,000 = 1,200,000 tokens over 3 proposals, 2 accepted:
+# 600,000 tokens per accepted item; cost 1e6 * 0.15 / 1e6 + 2e5 * 0.60 / 1e6 = $0.27
+
+
+def make_pool(run_dir: Path, prices: dict | None = PRICES) -> None:
+    store = open_pool(run_dir)
+    seed = Item(family="math.rg.chain_sum", prompt="1+2+3")
+    a = seed.child("1+2+3+4", "harder")
+    a.metadata = {"teacher_usage": USAGE_A}
+    b = seed.child("1+2", "easier")
+    b.metadata = {"teacher_usage": USAGE_B}
+    proc = seed.child("1+3", "easier")  # procedural: no teacher_usage, not an llm item
+    store.insert_many([seed, a, b, proc])
+    store.reject(family="math.rg.chain_sum", stage="parse", reason="no answer",
+                 proposal=json.dumps({"raw": "?", "teacher_usage": USAGE_R}))
+    store.reject(family="math.rg.chain_sum", stage="propose", reason="end of knob range",
+                 proposal=json.dumps({"raw": ""}))  # procedural rejection: not counted
+    store.close()
+    if prices is not None:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump({"teacher": {"prices": prices}}))
+
+
+def test_totals_tokens_per_accepted_item_and_cost(tmp_path):
+    from teachloop.stats import cost_rows, teacher_cost, teacher_totals, tokens_per_accepted
+
+    make_pool(tmp_path)
+    with open_pool(tmp_path, create=False) as store:
+        tot = teacher_totals(store)
+    assert tot == {"proposals": 3, "calls": 6, "prompt_tokens": 1_000_000, "completion_tokens": 200_000,
+                   "latency_s": 3.0, "accepted": 2}
+    assert tokens_per_accepted(tot) == 600_000
+    assert teacher_cost(tot, PRICES) == pytest.approx(0.27)
+    assert teacher_cost(tot, None) is None
+    assert teacher_cost(tot, {"prompt_per_mtok": 0, "completion_per_mtok": 0}) is None
+    rows = dict(cost_rows(tot, PRICES))
+    assert rows["tokens per accepted item"] == "600,000" and rows["teacher calls"] == "6"
+    assert rows["cost (USD)"] == "$0.2700 ($0.1350 per accepted item)"
+    assert "cost (USD)" not in dict(cost_rows(tot, None))
+
+
+def test_prices_are_validated_config_keys():
+    from teachloop.config import ConfigError, all_keys, load_config
+
+    cfg = load_config(None, None, ["teacher.prices.prompt_per_mtok=0.15",
+                                   "teacher.prices.completion_per_mtok=0.6",
+                                   "teacher.budget_tokens=10000"])
+    assert cfg.teacher.prices.prompt_per_mtok == 0.15 and cfg.teacher.prices.completion_per_mtok == 0.6
+    assert cfg.teacher.budget_tokens == 10000
+    keys = all_keys()
+    assert "teacher.prices.prompt_per_mtok" in keys and "teacher.budget_tokens" in keys
+    with pytest.raises(ConfigError):
+        load_config(None, None, ["teacher.prices.prompt_per_mtok=-1"])
+    with pytest.raises(ConfigError):
+        load_config(None, None, ["teacher.budget_tokens=-5"])
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, COLUMNS="160", NO_COLOR="1")
+    return subprocess.run([EXE, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_pool_stats_shows_tokens_per_accepted_item_and_cost(tmp_path):
+    make_pool(tmp_path)
+    r = _cli("pool", "stats", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "3 llm proposals: 1000000 prompt + 200000 completion tokens in 6 calls" in r.stdout
+    assert ("teacher cost 2 accepted llm items, 600,000 tokens per accepted item, $0.2700 "
+            "($0.1350 per accepted item)") in r.stdout
+    # without prices in the run's config: tokens, no cost
+    (tmp_path / "config.yaml").unlink()
+    r = _cli("pool", "stats", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "600,000 tokens per accepted item" in r.stdout and "$" not in r.stdout
