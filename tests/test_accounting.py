@@ -97,3 +97,36 @@ def test_pool_stats_shows_tokens_per_accepted_item_and_cost(tmp_path):
     r = _cli("pool", "stats", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert "600,000 tokens per accepted item" in r.stdout and "$" not in r.stdout
+
+
+def test_report_shows_teacher_cost(tmp_path):
+    from teachloop.report import build_report
+
+    make_pool(tmp_path)
+    res = build_report(tmp_path, out=tmp_path / "r", screenshot=False)
+    html = res.html.read_text()
+    sec = html[html.index("<h3>teacher cost</h3>"):]
+    sec = sec[: sec.index("</table>")]
+    for label, value in (("llm proposals", "3"), ("teacher calls", "6"), ("prompt tokens", "1,000,000"),
+                         ("completion tokens", "200,000"), ("accepted llm items", "2"),
+                         ("tokens per accepted item", "600,000"),
+                         ("cost (USD)", "$0.2700 ($0.1350 per accepted item)")):
+        assert f'<td class="wrap">{label}</td><td class="n">{value}</td>' in sec, (label, sec)
+
+
+def test_dataset_card_shows_teacher_cost(tmp_path):
+    from teachloop.export import export
+
+    make_pool(tmp_path)
+    res = export(tmp_path, fmt="jsonl", out=tmp_path / "e")
+    card = res.card.read_text()
+    sec = card[card.index("## Teacher cost"):]
+    sec = sec[: sec.index("\n## ", 1)]
+    assert "| tokens per accepted item | 600,000 |" in sec
+    assert "| prompt tokens | 1,000,000 |" in sec and "| completion tokens | 200,000 |" in sec
+    assert "| cost (USD) | $0.2700 ($0.1350 per accepted item) |" in sec
+    # only the harder item and no rejection (--direction harder): 1 proposal, 700,000 tokens
+    card = export(tmp_path, fmt="jsonl", out=tmp_path / "h", direction="harder").card.read_text()
+    assert "| llm proposals | 1 |" in card and "| tokens per accepted item | 700,000 |" in card
+    # cost = 6e5 * 0.15 / 1e6 + 1e5 * 0.60 / 1e6 = 0.09 + 0.06
+    assert "| cost (USD) | $0.1500 ($0.1500 per accepted item) |" in card
