@@ -130,3 +130,63 @@ def test_dataset_card_shows_teacher_cost(tmp_path):
     assert "| llm proposals | 1 |" in card and "| tokens per accepted item | 700,000 |" in card
     # cost = 6e5 * 0.15 / 1e6 + 1e5 * 0.60 / 1e6 = 0.09 + 0.06
     assert "| cost (USD) | $0.1500 ($0.1500 per accepted item) |" in card
+
+
+# ----------------------------------------------------------------------------- budget_tokens
+
+
+def _budget_run(out: Path, budget: int, *, resume: bool, teacher) -> tuple:
+    from rich.console import Console
+
+    from teachloop.config import load_config
+    from teachloop.generate import main
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from loop_helpers import ArithmeticStudent
+
+    # one chain (one seed), one teacher call per proposal (protocol single, no prefill): the
+    # scripted teacher reports 100 prompt + 50 completion tokens per call; "no format" is a
+    # parse rejection, which costs its tokens and its turn, and the chain goes on to max_turns
+    cfg = load_config("smoke", None, [
+        "seeds.families=math.word", "seeds.per_family=1", "teacher.kind=llm", "teacher.max_turns=6",
+        "teacher.protocol=single", "teacher.prefill=false", "teacher.max_rejections_in_row=0",
+        "probe.attempts=2", f"teacher.budget_tokens={budget}"])
+    console = Console(record=True, width=200)
+    res = main(cfg, out=out, resume=resume, console=console, student=ArithmeticStudent(), teacher=teacher)
+    return res, console.export_text()
+
+
+def test_budget_tokens_stops_generation_and_resume_continues(tmp_path):
+    from teachloop.stats import teacher_totals
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from loop_helpers import ScriptedTeacher
+
+    out = tmp_path / "run"
+    teacher = ScriptedTeacher(["no format"])
+    # 400 tokens: proposals start at 0, 150, 300 spent; the third ends at 450 >= 400
+    res, text = _budget_run(out, 400, resume=False, teacher=teacher)
+    assert len(teacher.prompts) == 3 and res.proposals == 3 and res.paused == 1
+    assert res.chain_ends == {}  # paused, not ended
+    line = "teacher token budget reached: 450 of 400 tokens; raise teacher.budget_tokens and --resume to continue"
+    assert line in text
+    # resumed with the same budget: no call, the same line
+    res, text = _budget_run(out, 0, resume=True, teacher=teacher)
+    assert len(teacher.prompts) == 3 and res.paused == 1 and line in text
+    # resumed with 700: two more proposals (at 450 and 600 spent), paused at 750
+    res, text = _budget_run(out, 700, resume=True, teacher=teacher)
+    assert "teacher.budget_tokens 400 -> 700" in text
+    assert len(teacher.prompts) == 5 and res.proposals == 5 and res.paused == 1
+    assert "teacher token budget reached: 750 of 700 tokens" in text
+    # the chain's conversation went on where it stopped: turn 5 saw its 4 earlier proposals
+    assert sum(m["role"] == "assistant" for m in teacher.prompts[-1]) == 4
+    # resumed with a budget it cannot spend: the last turn, then max_turns ends the chain
+    res, text = _budget_run(out, 100_000, resume=True, teacher=teacher)
+    assert len(teacher.prompts) == 6 and res.proposals == 6 and res.paused == 0
+    assert res.chain_ends == {"max_turns": 1} and "budget reached" not in text
+    assert res.proposals == res.rejected == res.pool_rejected
+    from teachloop.curriculum.pool import open_pool
+
+    with open_pool(out, create=False) as store:
+        tot = teacher_totals(store)
+    assert (tot["proposals"], tot["calls"], tot["prompt_tokens"], tot["completion_tokens"]) == (6, 6, 600, 300)
