@@ -40,8 +40,8 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send, interrupt
 
-from teachloop.agents.budget import BUDGET_REASON
 from teachloop.agents.backends import MAX_STOP, BackendError, Completion, OpenAIBackend, _truncate_at_stop
+from teachloop.agents.budget import BUDGET_REASON
 from teachloop.agents.config import TeacherLoopConfig
 from teachloop.agents.conversation import build_conversation
 from teachloop.agents.probe import aprobe
@@ -231,7 +231,8 @@ async def _measure(task: MeasureTask, runtime: Runtime[LoopContext]) -> list[Cha
 
 
 def route(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal["summarise", "__end__"]]:
-    """Another turn on the newest variant (direction by the progression rule), or stop."""
+    """Another turn on the newest variant (direction by the progression rule), or stop; before
+    an llm turn with the token budget spent (agents/budget.py), pause (interrupt) or end."""
     ctx = runtime.context
     ctx.visit("route")
     direction, why = decide(chain, ctx.config)

@@ -190,3 +190,32 @@ def test_budget_tokens_stops_generation_and_resume_continues(tmp_path):
     with open_pool(out, create=False) as store:
         tot = teacher_totals(store)
     assert (tot["proposals"], tot["calls"], tot["prompt_tokens"], tot["completion_tokens"]) == (6, 6, 600, 300)
+
+
+def test_budget_without_checkpointer_ends_chains(tmp_path):
+    """run_loop without a checkpointer cannot pause: the chain ends, reason 'teacher token budget'."""
+    import asyncio
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from loop_helpers import ArithmeticStudent, ScriptedTeacher
+
+    from teachloop.agents.budget import BUDGET_REASON, TokenBudget
+    from teachloop.agents.config import TeacherLoopConfig
+    from teachloop.agents.graph import run_loop
+    from teachloop.agents.ledger import Ledger
+    from teachloop.agents.state import LoopContext
+    from teachloop.agents.teacher import PromptLibrary
+    from teachloop.evals.families import get_family
+
+    store = open_pool(tmp_path)
+    store.insert_many(get_family("math.word").seeds(1, seed=0))
+    cfg = TeacherLoopConfig(kind="llm", max_turns=6, attempts=2, protocol="single", prefill=False,
+                            max_rejections_in_row=0, families=["math.word"])
+    teacher, budget = ScriptedTeacher(["no format"]), TokenBudget(400)
+    ctx = LoopContext(config=cfg, store=store, ledger=Ledger(store, "r1"), student=ArithmeticStudent(),
+                      teacher=teacher, teacher_name="llm:scripted", prompts=PromptLibrary(), budget=budget)
+    state = asyncio.run(run_loop(ctx, "r1"))
+    store.close()
+    assert len(state["outcomes"]) == 3 and len(teacher.prompts) == 3
+    assert [e["reason"] for e in state["chains_done"]] == [BUDGET_REASON]
+    assert (budget.spent, budget.stopped, budget.pause) == (450, 1, False) and "paused" not in state
