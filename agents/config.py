@@ -80,6 +80,15 @@ class ModelSection(Section):
                               "fall (to 300 s), and taken back when it answers")
 
 
+class TeacherPrices(Section):
+    """Prices of the teacher's tokens (USD per million), for the cost shown by ``pool stats``,
+    the report and the dataset card (teachloop/stats.py); both 0 = no cost shown."""
+
+    prompt_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt (input) tokens")
+    completion_per_mtok: float = Field(0.0, ge=0, description="USD per million completion "
+                                       "(output) tokens")
+
+
 class TeacherLoopOptions(Section):
     """The multi-turn teacher loop (Sancaktar et al., METHODS.md §1): its own settings."""
 
@@ -159,6 +168,11 @@ class TeacherLoopOptions(Section):
     score_workers: int = Field(8, ge=0, description="threads scoring student attempts off the "
                                "event loop (sandboxed checks of one chain overlap other chains' "
                                "requests); 0 = score in the event loop")
+    budget_tokens: int = Field(0, ge=0, description="the run's teacher token budget (prompt + "
+                               "completion, over every proposal in the pool, a resumed run's "
+                               "earlier ones included): once spent no new teacher call starts, "
+                               "calls in flight finish and generate ends normally; raise it and "
+                               "--resume to continue; 0 = unlimited")
 
     @model_validator(mode="after")
     def _check(self) -> TeacherLoopOptions:
@@ -176,6 +190,9 @@ class TeacherSection(TeacherLoopOptions):
 
     model: ModelSection = Field(default_factory=ModelSection,
                                 description="the teacher's chat backend")
+    prices: TeacherPrices = Field(default_factory=TeacherPrices, description="USD per million "
+                                  "teacher tokens, for the cost in pool stats, the report and the "
+                                  "dataset card; empty = no cost shown")
 
     @model_validator(mode="after")
     def _protocol_fits_backend(self) -> TeacherSection:

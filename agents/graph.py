@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from langgraph.graph import START, StateGraph
+from langgraph.types import Command
 
 from teachloop.agents import nodes
 from teachloop.agents.state import ChainRunInput, ChainRunOutput, ChainRunState, LoopContext, LoopState
@@ -113,7 +114,9 @@ async def run_loop(
     lockstep: bool = False,
 ) -> dict[str, Any]:
     """Run (or, when the checkpointer holds the thread ``run_id``, resume) the loop; returns
-    the final shared state (``outcomes``, ``chains_done``, ``frontier_size``, ``run_id``).
+    the final shared state (``outcomes``, ``chains_done``, ``frontier_size``, ``run_id``), and
+    ``paused``: the chains waiting at a spent ``ctx.budget`` (agents/budget.py), when any. A
+    resume lets them go on when the budget allows (it was raised), else returns at once.
 
     ``on_update(node, update)`` is called for every node update (progress displays), the
     nodes of the chains' subgraphs included (a chain subgraph's own return is not repeated).
@@ -122,11 +125,17 @@ async def run_loop(
     graph = build_graph(checkpointer, lockstep=lockstep)
     config: dict[str, Any] = {"configurable": {"thread_id": run_id},
                               "recursion_limit": recursion_limit(ctx.config.max_turns)}
-    inp: dict[str, Any] | None = {"run_id": run_id}
+    inp: Any = {"run_id": run_id}
+    if ctx.budget is not None:  # a spent budget pauses chains in an interrupt only when it can wait
+        ctx.budget.pause = checkpointer is not None
     if checkpointer is not None:
         snap = await graph.aget_state(config)
         if snap.values.get("run_id") == run_id:
             inp = None  # resume: continue from the last checkpoint (no-op when finished)
+            if snap.interrupts:  # chains paused at the token budget (agents/budget.py)
+                if ctx.budget is not None and ctx.budget.exhausted():
+                    return await loop_state(graph, config)  # still spent: nothing to do
+                inp = Command(resume={i.id: True for i in snap.interrupts})
     final: dict[str, Any] = {}
     # durability="sync": superstep k is on disk before superstep k+1 starts, so a kill can never
     # leave the pool ahead of the checkpoint by more than the tasks of one superstep, whose
@@ -141,12 +150,30 @@ async def run_loop(
                 final = chunk
         elif on_update is not None:
             for node, update in chunk.items():
-                if not ns and node == "chain":
-                    continue  # a chain's subgraph returned: its nodes were reported already
+                if (not ns and node == "chain") or node == "__interrupt__":
+                    continue  # a chain's subgraph returned (its nodes were reported already),
+                    # or a chain paused at the token budget (not a node update)
                 on_update(node, update or {})
     if checkpointer is not None:
-        final = (await graph.aget_state(config)).values
+        return await loop_state(graph, config)
     return dict(final)
+
+
+async def loop_state(graph: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """The loop's checkpointed state; while chains are paused at the token budget (interrupts
+    pending), their subgraphs' ``outcomes`` and ``chains_done`` so far are added (they reach
+    the loop's channels only when a subgraph returns) and ``paused`` counts them."""
+    snap = await graph.aget_state(config, subgraphs=True)
+    state = dict(snap.values)
+    if not snap.interrupts:
+        return state
+    for t in snap.tasks:
+        sub = t.state
+        if t.interrupts and sub is not None and hasattr(sub, "values"):
+            for key in ("outcomes", "chains_done"):
+                state[key] = [*state.get(key, []), *sub.values.get(key, [])]
+    state["paused"] = len(snap.interrupts)
+    return state
 
 
 def _reason_key(reason: str) -> str:

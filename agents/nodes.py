@@ -38,9 +38,10 @@ from random import Random
 from typing import Any, Literal
 
 from langgraph.runtime import Runtime
-from langgraph.types import Command, Send
+from langgraph.types import Command, Send, interrupt
 
 from teachloop.agents.backends import MAX_STOP, BackendError, Completion, OpenAIBackend, _truncate_at_stop
+from teachloop.agents.budget import BUDGET_REASON
 from teachloop.agents.config import TeacherLoopConfig
 from teachloop.agents.conversation import build_conversation
 from teachloop.agents.probe import aprobe
@@ -230,10 +231,16 @@ async def _measure(task: MeasureTask, runtime: Runtime[LoopContext]) -> list[Cha
 
 
 def route(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal["summarise", "__end__"]]:
-    """Another turn on the newest variant (direction by the progression rule), or stop."""
+    """Another turn on the newest variant (direction by the progression rule), or stop; before
+    an llm turn with the token budget spent (agents/budget.py), pause (interrupt) or end."""
     ctx = runtime.context
     ctx.visit("route")
     direction, why = decide(chain, ctx.config)
+    if direction is not None and _over_budget(ctx, chain):
+        if ctx.budget.pause:  # waits here; ``--resume`` with a larger budget goes on
+            interrupt({"reason": BUDGET_REASON, "chain_id": chain["chain_id"]})
+        else:
+            direction, why = None, BUDGET_REASON
     if direction is None:
         head = chain.get("head", {})
         end = ChainEnd(chain_id=chain["chain_id"], root_id=chain["root_id"], family=chain["family"],
@@ -244,6 +251,18 @@ def route(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal["
     nxt = {k: v for k, v in chain.items() if k not in _PER_TURN}
     nxt.update(turn=t, direction=direction, slot=f"{chain['run_id']}/{chain['chain_id']}/{t}")
     return Command(goto=Send("summarise", nxt))
+
+
+def _over_budget(ctx: LoopContext, chain: ChainState) -> bool:
+    """The token budget is spent and the chain's next turn would call the llm teacher (a
+    procedural turn costs no tokens and goes on). Counted once per stopped chain."""
+    b = ctx.budget
+    if b is None or not b.exhausted():
+        return False
+    if teacher_kind_for(chain["family"], ctx.config.kind, get_family(chain["family"]).supports_variants) != "llm":
+        return False
+    b.stop()
+    return True
 
 
 def summarise(chain: ChainState, runtime: Runtime[LoopContext]) -> Command[Literal["propose"]]:
@@ -300,7 +319,7 @@ async def propose(chain: ChainState, runtime: Runtime[LoopContext]
             out = await ctx.teacher.agenerate([messages], n=1, temperature=cfg.teacher_temperature,
                                               max_tokens=cfg.teacher_max_tokens,
                                               response_format=proposal_schema(chain["family"]))
-            _count(usage, out[0][0])
+            _count(usage, out[0][0], ctx)
             raw = out[0][0].text
         elif protocol == "blockwise" and blocks:
             raw = await _propose_blockwise(ctx, messages, blocks, usage)
@@ -311,7 +330,7 @@ async def propose(chain: ChainState, runtime: Runtime[LoopContext]
             out = await ctx.teacher.agenerate([sent], n=1, temperature=cfg.teacher_temperature,
                                               max_tokens=cfg.teacher_max_tokens)
             c = out[0][0]
-            _count(usage, c)
+            _count(usage, c, ctx)
             text = c.text
             # a continuation lacks the prefilled opening tag; a server that cannot continue a
             # message answers anew (with its own opening tag): keep that text as it is
@@ -371,7 +390,9 @@ def _conversation(ctx: LoopContext, chain: ChainState) -> tuple[list[dict[str, s
     return messages, version, changes
 
 
-def _count(usage: Usage, c: Completion) -> None:
+def _count(usage: Usage, c: Completion, ctx: LoopContext | None = None) -> None:
+    if ctx is not None and ctx.budget is not None:
+        ctx.budget.add(c.prompt_tokens + c.completion_tokens)
     usage["calls"] = usage.get("calls", 0) + 1
     usage["prompt_tokens"] = usage.get("prompt_tokens", 0) + c.prompt_tokens
     usage["completion_tokens"] = usage.get("completion_tokens", 0) + c.completion_tokens
@@ -400,7 +421,7 @@ async def _propose_blockwise(ctx: LoopContext, messages: list[dict[str, str]],
             [[*messages, {"role": "assistant", "content": text}]], n=1,
             temperature=cfg.teacher_temperature, max_tokens=min(b.max_tokens, budget), stop=stop)
         c = out[0][0]
-        _count(usage, c)
+        _count(usage, c, ctx)
         budget -= max(1, c.completion_tokens)
         got, cut = _truncate_at_stop(c.text, tags)  # any other tag of the format ends the block
         body, closed = got.strip("\n"), cut or c.finish_reason == "stop"

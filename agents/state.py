@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 if TYPE_CHECKING:
     from teachloop.agents.backends import ChatBackend
+    from teachloop.agents.budget import TokenBudget
     from teachloop.agents.config import TeacherLoopConfig
     from teachloop.agents.ledger import Ledger
     from teachloop.agents.teacher import PromptLibrary
@@ -190,6 +191,7 @@ class LoopContext:
     # item id -> (completion texts, rewards, ...) of recent student attempts made elsewhere
     # (the trainer's rollouts in online mode): ``measure`` summarises these instead of probing
     rollouts: dict[str, tuple[Any, ...]] | None = None
+    budget: TokenBudget | None = None  # teacher.budget_tokens (agents/budget.py); None: unlimited
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def visit(self, node: str) -> None:

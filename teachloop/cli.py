@@ -199,12 +199,14 @@ def pool_stats(
     run_dir: Annotated[Path, typer.Argument(help="a run directory (holding pool.sqlite), "
                                             "a pool file, or a sqlite:/// URL")],
 ) -> None:
-    """Counts by family, direction and turn; rejections; a pass-rate histogram."""
-    from teachloop.stats import pool_summary, render_summary
+    """Counts by family, direction and turn; rejections; a pass-rate histogram; teacher tokens
+    and (with teacher.prices in the run's config) cost."""
+    from teachloop.stats import pool_summary, render_summary, run_prices
 
     store = _open_existing_pool(run_dir)
+    prices = run_prices(run_dir) if run_dir.is_dir() else None
     with store:
-        render_summary(pool_summary(store), console)
+        render_summary(pool_summary(store, prices), console)
 
 
 @pool_app.command("show")

@@ -397,6 +397,16 @@ def _card(*, run_dir: Path, fmt: str, items: list[Item], pool_size: int,
     else:
         s += ["None recorded.", ""]
 
+    from teachloop.stats import cost_rows, run_prices, usage_totals
+
+    acct = cost_rows(usage_totals(items, rejections), run_prices(run_dir))
+    if acct:  # the llm teacher's tokens (and cost at teacher.prices) behind these rows
+        s += ["## Teacher cost", "", "Tokens the llm teacher spent on the exported items and on "
+              "the rejected proposals of the same filters; tokens per accepted item count the "
+              "rejected proposals' tokens too" + ("; cost at `teacher.prices` (USD per million "
+              "tokens)." if any(k == "cost (USD)" for k, _ in acct) else "."), "",
+              _table(["", "value"], [list(r) for r in acct]), ""]
+
     s += ["## Teachers and prompt versions", ""]
     tv = Counter((it.teacher or "-", it.prompt_version or "-") for it in items)
     s += [_table(["teacher", "prompt_version", "items"],

@@ -73,6 +73,7 @@ class GenerateResult:
     wall_s: float
     state: dict[str, Any] = field(repr=False, default_factory=dict)
     visits: dict[str, int] = field(default_factory=dict)
+    paused: int = 0  # chains waiting at the spent teacher.budget_tokens (--resume continues)
 
 
 # ---------------------------------------------------------------------------- stages
@@ -92,6 +93,13 @@ def _setup(cfg: Any, out: Path | None, resume: bool, console: Console) -> tuple[
         saved_cfg = config_from_dict(yaml_load(cfg_file.read_text()))
         given = to_dict(cfg)
         given["run"]["out"] = saved_cfg.run.out
+        budget = cfg.teacher.budget_tokens
+        if budget and budget != saved_cfg.teacher.budget_tokens:  # the one key a resume may change
+            console.print(f"[bold]teacher.budget_tokens[/] {saved_cfg.teacher.budget_tokens:,} -> "
+                          f"{budget:,}", highlight=False)
+            saved_cfg.teacher.budget_tokens = budget
+            _write_atomic(cfg_file, dump_yaml(saved_cfg))
+        given["teacher"]["budget_tokens"] = saved_cfg.teacher.budget_tokens
         if to_dict(saved_cfg) != given:
             console.print(f"[yellow]note:[/] resuming with the config saved in {cfg_file}")
         return saved_cfg, out, run_id
@@ -100,10 +108,14 @@ def _setup(cfg: Any, out: Path | None, resume: bool, console: Console) -> tuple[
     run_id = f"gen-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     for path, text in ((cfg_file, dump_yaml(cfg)),
                        (run_file, json.dumps({"run_id": run_id, "started_at": time.time()}))):
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)  # generate.json last: its presence means "resumable"
+        _write_atomic(path, text)  # generate.json last: its presence means "resumable"
     return cfg, out, run_id
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 # ---------------------------------------------------------------------------- display
@@ -242,9 +254,15 @@ def main(cfg: Any, out: Path | str | None = None, resume: bool = False,
                 teacher.check()
         ledger = Ledger(store, run_id, near_dup_threshold=loop.near_dup_threshold,
                         shingle_size=loop.shingle_size)
+        budget = None
+        if loop.budget_tokens and needs_teacher:  # spent so far: every proposal in the pool
+            from teachloop.agents.budget import TokenBudget
+            from teachloop.stats import spent_tokens, teacher_totals
+
+            budget = TokenBudget(loop.budget_tokens, spent=spent_tokens(teacher_totals(store)))
         ctx = LoopContext(config=loop, store=store, ledger=ledger, student=student, teacher=teacher,
                           teacher_name=f"llm:{backend_label(teacher)}" if teacher is not None else "llm",
-                          prompts=prompts)
+                          prompts=prompts, budget=budget)
         console.print(f"[bold]generate[/] run {run_id}: teacher {loop.kind}"
                       + (f" ({ctx.teacher_name})" if teacher is not None else "")
                       + f", student {backend_label(student)}, M={loop.attempts}, max_turns={loop.max_turns}"
@@ -266,8 +284,11 @@ def main(cfg: Any, out: Path | str | None = None, resume: bool = False,
             pool_rejected=sum(1 for r in pool_side.values() if r.status == "rejected"),
             by_turn=s["by_turn"], reasons=s["reasons"], chain_ends=s["chain_ends"],
             pass_rates=s["pass_rates"], wall_s=time.monotonic() - t0, state=state, visits=dict(ctx.visits),
+            paused=int(state.get("paused", 0)),
         )
         render_report(res, console)
+        if budget is not None and (state.get("paused") or budget.stopped):
+            console.print(f"[bold yellow]{budget.message()}[/]", highlight=False)
         if own is not None:
             own.close()
     console.print(f"[bold green]done[/] in {res.wall_s:.1f} s; run directory {out}")
@@ -276,12 +297,12 @@ def main(cfg: Any, out: Path | str | None = None, resume: bool = False,
 
 async def _arun(ctx: Any, run_id: str, checkpoint_path: Path, console: Console) -> dict[str, Any]:
     from teachloop.agents.checkpoint import sqlite_saver
-    from teachloop.agents.graph import build_graph, run_loop
+    from teachloop.agents.graph import build_graph, loop_state, run_loop
 
     async with sqlite_saver(checkpoint_path) as saver:
         progress = Progress()
-        snap = await build_graph(saver).aget_state({"configurable": {"thread_id": run_id}})
-        progress.absorb(snap.values)  # a resumed run shows what was done before the kill
+        # a resumed run shows what was done before the kill (or the budget's pause)
+        progress.absorb(await loop_state(build_graph(saver), {"configurable": {"thread_id": run_id}}))
         with Live(progress.render(), console=console, refresh_per_second=4, transient=False) as live:
             def on_update(node: str, upd: dict[str, Any]) -> None:
                 progress.update(node, upd)

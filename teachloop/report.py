@@ -196,6 +196,13 @@ def _header(run: RunData, page: _Page) -> bool:
                       + "</div>")
     else:
         blocks.append(f'<div><h3>pool</h3><p class="note">{e(run.pool_note)}</p></div>')
+    if run.items is not None:  # the llm teacher's tokens, tokens per accepted item, cost
+        from teachloop.stats import config_prices, cost_rows, usage_totals
+
+        acct = cost_rows(usage_totals(run.items, run.rejections), config_prices(run.config))
+        if acct:
+            blocks.append("<div><h3>teacher cost</h3>" + _table(
+                ["", "value"], [list(r) for r in acct], numeric={1}, cls="kv", wrap={0}) + "</div>")
     if run.stages:
         rows = []
         for name, st in run.stages.items():

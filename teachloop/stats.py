@@ -1,4 +1,6 @@
-"""Pool summaries for the terminal: counts, rejection reasons, a pass-rate histogram."""
+"""Pool summaries for the terminal: counts, rejection reasons, a pass-rate histogram, and the
+llm teacher's accounting (tokens, tokens per accepted item, cost at ``teacher.prices``), which
+the report and the dataset card show too."""
 
 from __future__ import annotations
 
@@ -25,27 +27,30 @@ class PoolSummary:
     mean_p: float | None = None
     teacher: dict[str, float] = field(default_factory=dict)  # token and latency totals (teacher_usage)
     trained: tuple[int, int, float] = (0, 0, 0.0)  # training stats: items, rollouts, successes
+    prices: dict[str, float] | None = None  # teacher.prices of the run, when known
 
 
 USAGE_KEYS = ("proposals", "calls", "prompt_tokens", "completion_tokens", "latency_s")
 
 
-def teacher_totals(store: PoolStore) -> dict[str, float]:
-    """Totals of the llm teacher's accounting over every proposal in the pool: accepted items
-    (``metadata["teacher_usage"]``) and rejections (the envelope's ``teacher_usage``)."""
+def usage_totals(items: list[Item], rejections: list[dict[str, Any]]) -> dict[str, float]:
+    """Totals of the llm teacher's accounting over every proposal: accepted items
+    (``metadata["teacher_usage"]``) and rejections (the envelope's ``teacher_usage``), plus
+    ``accepted``: the items that carry it (the llm teacher's accepted proposals)."""
     import json
 
     tot = dict.fromkeys(USAGE_KEYS, 0.0)
 
-    def add(u: Any) -> None:
+    def add(u: Any) -> bool:
         if isinstance(u, dict) and u:
             tot["proposals"] += 1
             for k in USAGE_KEYS[1:]:
                 tot[k] += float(u.get(k, 0) or 0)
+            return True
+        return False
 
-    for it in store.query():
-        add(it.metadata.get("teacher_usage"))
-    for r in store.rejections():
+    tot["accepted"] = float(sum(add(it.metadata.get("teacher_usage")) for it in items))
+    for r in rejections:
         try:
             env = json.loads(r.get("proposal") or "{}")
         except ValueError:
@@ -53,6 +58,77 @@ def teacher_totals(store: PoolStore) -> dict[str, float]:
         if isinstance(env, dict):
             add(env.get("teacher_usage") or (env.get("item") or {}).get("metadata", {}).get("teacher_usage"))
     return tot
+
+
+def teacher_totals(store: PoolStore) -> dict[str, float]:
+    """``usage_totals`` of every item and rejection in the pool."""
+    return usage_totals(store.query(), store.rejections())
+
+
+def spent_tokens(tot: dict[str, float]) -> int:
+    """Teacher tokens spent: prompt + completion (what ``teacher.budget_tokens`` bounds)."""
+    return int(tot.get("prompt_tokens", 0) + tot.get("completion_tokens", 0))
+
+
+def tokens_per_accepted(tot: dict[str, float]) -> float | None:
+    """(prompt + completion tokens over ALL proposals, rejected ones included) / accepted llm
+    items: what one kept item costs in teacher tokens; None before any is accepted."""
+    return spent_tokens(tot) / tot["accepted"] if tot.get("accepted") else None
+
+
+def teacher_cost(tot: dict[str, float], prices: dict[str, float] | None) -> float | None:
+    """USD = prompt_tokens * prompt_per_mtok / 1e6 + completion_tokens * completion_per_mtok / 1e6
+    (``teacher.prices``); None without a price."""
+    if not prices:
+        return None
+    p, c = float(prices.get("prompt_per_mtok") or 0), float(prices.get("completion_per_mtok") or 0)
+    if p <= 0 and c <= 0:
+        return None
+    return tot.get("prompt_tokens", 0) * p / 1e6 + tot.get("completion_tokens", 0) * c / 1e6
+
+
+def config_prices(cfg: Any) -> dict[str, float] | None:
+    """``teacher.prices`` of a run config (a dict as in config.yaml, or None)."""
+    t = cfg.get("teacher") if isinstance(cfg, dict) else None
+    p = t.get("prices") if isinstance(t, dict) else None
+    return p if isinstance(p, dict) else None
+
+
+def run_prices(run_dir: Any) -> dict[str, float] | None:
+    """``teacher.prices`` from a run directory's config.yaml (``teachloop run``) or
+    generate.yaml (``teachloop generate``); None when neither exists or sets none."""
+    from pathlib import Path
+
+    import yaml
+
+    from teachloop import rundir
+
+    for name in (rundir.CONFIG, "generate.yaml"):
+        try:
+            cfg = yaml.safe_load((Path(run_dir) / name).read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(cfg, dict):
+            return config_prices(cfg)
+    return None
+
+
+def cost_rows(tot: dict[str, float], prices: dict[str, float] | None) -> list[tuple[str, str]]:
+    """(label, value) rows of the teacher's accounting for the report and the dataset card;
+    empty when no llm proposal was made."""
+    if not tot.get("proposals"):
+        return []
+    tpa = tokens_per_accepted(tot)
+    rows = [("llm proposals", f"{tot['proposals']:,.0f}"), ("teacher calls", f"{tot['calls']:,.0f}"),
+            ("prompt tokens", f"{tot['prompt_tokens']:,.0f}"),
+            ("completion tokens", f"{tot['completion_tokens']:,.0f}"),
+            ("accepted llm items", f"{tot['accepted']:,.0f}"),
+            ("tokens per accepted item", "—" if tpa is None else f"{tpa:,.0f}")]
+    cost = teacher_cost(tot, prices)
+    if cost is not None:
+        per = f" (${cost / tot['accepted']:.4f} per accepted item)" if tot.get("accepted") else ""
+        rows.append(("cost (USD)", f"${cost:.4f}{per}"))
+    return rows
 
 
 def histogram(values: list[float], bins: int = 10) -> list[int]:
@@ -63,7 +139,7 @@ def histogram(values: list[float], bins: int = 10) -> list[int]:
     return counts
 
 
-def pool_summary(store: PoolStore) -> PoolSummary:
+def pool_summary(store: PoolStore, prices: dict[str, float] | None = None) -> PoolSummary:
     ps = store.pass_rates()
     return PoolSummary(
         path=str(store.path),
@@ -77,6 +153,7 @@ def pool_summary(store: PoolStore) -> PoolSummary:
         mean_p=sum(ps) / len(ps) if ps else None,
         teacher=teacher_totals(store),
         trained=store.train_totals(),
+        prices=prices,
     )
 
 
@@ -113,6 +190,15 @@ def render_summary(s: PoolSummary, console: Console) -> None:
                       f"{u['completion_tokens']:.0f} completion tokens in {u['calls']:.0f} calls, "
                       f"{u['latency_s']:.1f} s (mean {u['completion_tokens'] / n:.0f} completion "
                       f"tokens, {u['latency_s'] / n:.2f} s per proposal)", highlight=False)
+        tpa = tokens_per_accepted(u)
+        cost = teacher_cost(u, s.prices)
+        line = (f"[bold]teacher cost[/] {u['accepted']:.0f} accepted llm items, "
+                + ("no accepted item yet" if tpa is None else f"{tpa:,.0f} tokens per accepted item"))
+        if cost is not None:
+            line += f", ${cost:.4f}"
+            if u["accepted"]:
+                line += f" (${cost / u['accepted']:.4f} per accepted item)"
+        console.print(line, highlight=False)
     if s.rejections:
         t = Table(title="rejections", title_justify="left", box=None)
         t.add_column("stage")
