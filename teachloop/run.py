@@ -245,7 +245,7 @@ def _train(cfg: Any, out: Path, store: PoolStore, backends: Backends, console: C
     extra = {"save_total_limit": 1, "report_to": t.report_to, **t.args}
     if cfg.online.enabled:  # the trainer loads the round's variants itself after each round
         extra.setdefault("pool_refresh_steps", 0)
-    item_ids = None
+    item_ids = band = None
     if t.difficulty_filter:
         from teachloop.curriculum.adacurl import filter_fine
 
@@ -283,7 +283,19 @@ def _train(cfg: Any, out: Path, store: PoolStore, backends: Backends, console: C
                      resume=last is not None, adacurl=adacurl, extra_args=extra,
                      console=console, trainer_hook=hook, fewshot=cfg.student.fewshot,
                      item_ids=item_ids)
-    return {"steps": res.steps}
+    out_stats: dict[str, Any] = {"steps": res.steps}
+    band = adacurl or band
+    if band:  # what the fine band kept: studies flag a band widened to [0, 1] (see adacurl_settings)
+        from teachloop.curriculum.adacurl import AdaCuRLConfig, filter_fine
+
+        diffs = {it.id: it.difficulty for it in store.query(measured=True)
+                 if it.difficulty is not None}
+        base = AdaCuRLConfig()
+        out_stats.update({"fine_band": [band["fine_low"], band["fine_high"]],
+                          "band_items": len(filter_fine(diffs, band["fine_low"], band["fine_high"])),
+                          "band_widened": (band["fine_low"], band["fine_high"])
+                          != (base.fine_low, base.fine_high)})
+    return out_stats
 
 
 def budget_callback(store: PoolStore, t: Any, console: Console) -> Any:

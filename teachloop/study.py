@@ -202,6 +202,10 @@ def run_numbers(run_dir: Path) -> dict[str, Any]:
         out["reward"] = statistics.fmean(r.get("reward", float("nan")) for r in logs)
     stages = rundir.read_json(run_dir / rundir.STAGES, {}) or {}
     out["train s"] = (stages.get("train") or {}).get("wall_s", float("nan"))
+    tr = stages.get("train") or {}
+    if "band_items" in tr:  # AdaCuRL / the difficulty filter: items in the fine band, and
+        out["band items"] = tr["band_items"]  # whether it had to widen to [0, 1] (1) or not (0)
+        out["band widened"] = float(bool(tr.get("band_widened")))
     out["run s"] = sum(v.get("wall_s", 0.0) for v in stages.values() if isinstance(v, dict))
     all_logs = [r for r in rundir.read_jsonl(run_dir / rundir.TRAIN_LOG) if "step" in r]
     out["steps"] = max((r["step"] for r in all_logs), default=0)

@@ -121,7 +121,8 @@ def evidence(spec: Any, numbers: dict[str, dict[int, dict[str, Any]]],
         for a in scores:
             table["arms"].setdefault(a, {})[label] = {k: list(v) for k, v in stats[a].items()}
     cost_keys = ("steps", "train completions", "seed probe completions",
-                 "teacher probe completions", "train tokens", "informative frac", "run s")
+                 "teacher probe completions", "train tokens", "informative frac", "run s",
+                 "band items", "band widened")
     for a in arms:
         row = table["arms"].setdefault(a, {})
         row["seeds"] = sorted(numbers[a])
@@ -151,9 +152,13 @@ def evidence(spec: Any, numbers: dict[str, dict[int, dict[str, Any]]],
         t.add_row(*cells)
         md_rows.append(cells)
     console.print(t)
+    notes = _band_notes(numbers)
+    for line in notes:
+        console.print(f"[yellow]note:[/] {line}", highlight=False)
     pngs = _plots(spec, table, curves)
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in md_rows]
+    md += ["", *(f"Note: {line}" for line in notes)] if notes else []
     table["markdown"] = "\n".join(md)
     table["command"] = " ".join(["teachloop", *sys.argv[1:]]) if sys.argv else ""
     table["versions"] = _versions()
@@ -170,6 +175,21 @@ def evidence(spec: Any, numbers: dict[str, dict[int, dict[str, Any]]],
             shutil.copy2(f, spec.results / f.name)
         console.print(f"[bold]results[/] {spec.results}", highlight=False)
     return table
+
+
+def _band_notes(numbers: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
+    """A line per arm whose AdaCuRL band / difficulty filter had to widen to [0, 1] in some
+    seed (too few items in [0.05, 0.95]: run.adacurl_settings): there the arm trains on
+    every measured item, and a filter arm is plain GRPO."""
+    out = []
+    for a, per in numbers.items():
+        flags = [n["band widened"] for n in per.values() if "band widened" in n]
+        if flags and any(flags):
+            kept = [n["band items"] for n in per.values() if "band items" in n]
+            out.append(f"{a}: the fine band [0.05, 0.95] held too few items and widened to "
+                       f"[0, 1] in {sum(1 for f in flags if f)} of {len(flags)} seeds "
+                       f"(items in the band used: {min(kept)}–{max(kept)})")
+    return out
 
 
 _END = 10**9  # the key of each run's final point in its curve (see _curves)

@@ -127,6 +127,11 @@ def test_evidence_study_shrunk_budget_ci_curves_and_results(tmp_path):
         assert ev["curves"][arm]["step"][-1] == max(ev["arms"][a]["steps"][0]
                                                     for a in ("grpo", "vcrl-adacurl"))
     assert ev["arms"]["grpo"]["main"]["vs_ref"] == [0.0, 0.0, 0.0]
+    # AdaCuRL's run records what its fine band kept (the table flags a band widened to [0, 1])
+    tr = json.loads((tmp_path / "s" / "vcrl-adacurl" / "seed-0" / "stages.json").read_text())["train"]
+    assert tr["band_items"] >= 1 and isinstance(tr["band_widened"], bool)
+    assert "band_items" not in json.loads((tmp_path / "s" / "grpo" / "seed-0" / "stages.json")
+                                          .read_text())["train"]
     for png in ("evidence_curve.png", "evidence_eval.png"):
         assert (tmp_path / "r" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # every run saw the same held-out items: the base eval's draw

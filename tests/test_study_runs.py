@@ -80,3 +80,17 @@ def test_student_dtype_reaches_the_local_backend_and_the_eval(monkeypatch):
     assert backend_for(auto.student).inner.config.dtype == "bfloat16"
     with pytest.raises(ConfigError, match="dtype"):
         load_config("smoke", None, ["student.dtype=float8"])
+
+
+def test_band_notes_flag_arms_whose_fine_band_widened():
+    """The difficulty-filter ablation is plain GRPO in a seed where the fine band had to widen
+    to [0, 1]; the evidence table says so, per arm, with the count of such seeds."""
+    from teachloop.study_evidence import _band_notes
+
+    numbers = {"filter": {0: {"band items": 32, "band widened": 1.0},
+                          1: {"band items": 3, "band widened": 0.0}},
+               "adacurl": {0: {"band items": 5, "band widened": 0.0}},
+               "grpo": {0: {}}}
+    notes = _band_notes(numbers)
+    assert notes == ["filter: the fine band [0.05, 0.95] held too few items and widened to [0, 1] "
+                     "in 1 of 2 seeds (items in the band used: 3–32)"]
