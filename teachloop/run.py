@@ -25,6 +25,7 @@ model; the teacher is a separate, frozen backend (the same weights by default).
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -327,6 +328,8 @@ def main(cfg: Any, *, resume: bool = False, console: Console | None = None) -> R
     # ---------------------------------------------------------------- setup
     cfg, out, store = _setup(cfg, resume, console)
     apply_process_settings(cfg)
+    with open(out / rundir.ENV, "a") as f:  # where each (re)start ran: results name their machine
+        f.write(json.dumps({**rundir.environment(), "resume": resume}) + "\n")
     book = StageBook(out)
     backends = Backends(cfg)
     seeded = probed = 0

@@ -12,6 +12,8 @@ not run yet, never an error).
       pool.url               instead of pool.sqlite: the URL of a PostgreSQL pool (run --pool)
       workers/<name>.log     run --workers N: each generation worker's output
       stages.json            {"<stage>": {"done": true, "wall_s": ..., ...}} finished stages
+      env.jsonl              one line per (re)start: where the run ran (python, machine, cpus,
+                             accelerator, teachloop/torch/transformers/trl versions, git)
       generate.json          the teacher loop's run id and settings (teachloop/generate.py)
       checkpoints.sqlite     LangGraph checkpointer of the teacher loop (resume after a kill)
       generate_result.json   the teacher loop's counts: by turn and direction, reasons, yield
@@ -47,6 +49,7 @@ POOL = "pool.sqlite"
 POOL_URL = "pool.url"
 WORKERS_DIR = "workers"
 STAGES = "stages.json"
+ENV = "env.jsonl"
 GENERATE_RESULT = "generate_result.json"
 TRAIN_DIR = "train"
 TRAIN_LOG = "train/train_log.jsonl"
@@ -102,3 +105,37 @@ def append_jsonl(path: str | os.PathLike[str], rec: dict[str, Any]) -> None:
         f.write(json.dumps(rec, default=float) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def environment() -> dict[str, str]:
+    """Where this process runs: Python, machine, cores, accelerator (the CUDA device's name,
+    or 'cpu'), the versions of the packages behind a result, and the checkout's commit."""
+    import importlib.metadata as md
+    import platform
+    import subprocess
+
+    v = {"python": platform.python_version(), "machine": platform.machine(),
+         "cpus": str(os.cpu_count())}
+    try:
+        import torch
+
+        v["accelerator"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    except Exception:  # noqa: BLE001 - no torch / a broken driver: say so, not fail
+        v["accelerator"] = "unknown"
+    for pkg in ("teachloop", "torch", "transformers", "trl", "reasoning-gym", "math-verify"):
+        try:
+            v[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    try:
+        v["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                  text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return v
+
+
+def env_summary(env: dict[str, Any]) -> str:
+    """One line for tables: accelerator, torch and python, e.g. 'cpu, torch 2.13.0+cpu, python 3.11.9'."""
+    return (f"{env.get('accelerator', '?')}, torch {env.get('torch', '?')}, "
+            f"python {env.get('python', '?')}")

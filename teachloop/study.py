@@ -214,6 +214,9 @@ def run_numbers(run_dir: Path) -> dict[str, Any]:
     from teachloop.study_stats import item_scores
 
     out["_after"] = item_scores(after.get("per_item") or [])
+    envs = rundir.read_jsonl(run_dir / rundir.ENV)
+    out["_env"] = (rundir.env_summary(envs[-1]) if envs
+                   else "not recorded (run made before env.jsonl existed)")
     harder = rundir.read_json(_harder_path(run_dir / rundir.EVAL_AFTER)) or {}
     out["_after_harder"] = item_scores(harder.get("per_item") or [])
     out["_curve"] = {int(r["step"]): item_scores(r["per_item"])

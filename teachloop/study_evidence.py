@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -78,21 +76,7 @@ def _fmt(t: tuple[float, float, float] | None, signed: bool = False) -> str:
 
 
 def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    v = {"python": platform.python_version(), "machine": platform.machine(),
-         "cpus": str(__import__("os").cpu_count())}
-    for pkg in ("teachloop", "torch", "transformers", "trl", "reasoning-gym", "math-verify"):
-        try:
-            v[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    try:
-        v["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                  text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return v
+    return rundir.environment()
 
 
 def evidence(spec: Any, numbers: dict[str, dict[int, dict[str, Any]]],
@@ -161,12 +145,19 @@ def evidence(spec: Any, numbers: dict[str, dict[int, dict[str, Any]]],
     md += ["", *(f"Note: {line}" for line in notes)] if notes else []
     table["markdown"] = "\n".join(md)
     table["command"] = " ".join(["teachloop", *sys.argv[1:]]) if sys.argv else ""
-    table["versions"] = _versions()
+    table["versions"] = _versions()  # the machine that tabulated; the runs' own are below
+    made_on: dict[str, int] = {}
+    for per in numbers.values():
+        for n in per.values():
+            made_on[n.get("_env", "?")] = made_on.get(n.get("_env", "?"), 0) + 1
+    table["runs_made_on"] = made_on
     (spec.out / "evidence.md").write_text(
         f"# evidence ({spec.out})\n\ninitial model pass@1 {_num(table.get('main_initial'))}, "
         f"harder {_num(table.get('harder_initial'))}; {table.get('main_dropped_in_a_pool', 0)} "
         "held-out items "
-        "dropped because a run's pool held them.\n\n" + table["markdown"] + "\n\n"
+        "dropped because a run's pool held them. Runs made on: "
+        + "; ".join(f"{k} ({v} runs)" for k, v in made_on.items()) + ".\n\n"
+        + table["markdown"] + "\n\n"
         + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n")
     rundir.write_json_atomic(spec.out / "evidence.json", table)
     if spec.results is not None:

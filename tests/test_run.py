@@ -91,6 +91,10 @@ def test_smoke_every_stage_then_refuse_then_resume(tmp_path):
     assert "done earlier" in r3.stdout
     store = open_pool(out, create=False)
     assert {it.id: it.attempts for it in store.query()} == attempts
+    # env.jsonl: one line per start, naming where it ran (the study's results cite it)
+    envs = [json.loads(x) for x in (out / rundir.ENV).read_text().splitlines()]
+    assert [e["resume"] for e in envs] == [False, True]
+    assert envs[0]["accelerator"] == "cpu" and envs[0]["torch"].startswith("2.")
 
 
 def _measured(pool: Path) -> int:
