@@ -346,7 +346,7 @@ def main(spec: StudySpec, console: Console | None = None, *,
     ``report_only``: run nothing; tabulate the runs that finished (a study still running, or
     stopped early). ``only`` (``--run``): run just these runs ('ARM:SEED', 'ARM', ':SEED',
     'base' = the initial model's held-out eval) and no table, so that one study's runs can go
-    to separate processes, GPUs or machines (scripts/study_parallel.sh); ``--report-only``
+    to separate processes, GPUs or machines (scripts/study_parallel.py); ``--report-only``
     tabulates them afterwards."""
     from teachloop.run import main as run_main
 
@@ -443,7 +443,7 @@ def study_command(
                                                   "held-out eval); repeat or comma-separate. "
                                                   "Separate processes can run separate runs "
                                                   "of one study at once "
-                                                  "(scripts/study_parallel.sh)")] = None,
+                                                  "(scripts/study_parallel.py)")] = None,
 ) -> None:
     """Arms x seeds at an equal training budget -> a table of mean ± std and plots.
 
