@@ -27,9 +27,10 @@ def main() -> int:
     ap.add_argument("study", help="the study file (YAML)")
     ap.add_argument("--out", default=None, help="study directory (default: the file's 'out')")
     ap.add_argument("-j", "--jobs", type=int, default=0, help="most runs at once (0: all)")
-    ap.add_argument("--gpus", default=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+    ap.add_argument("--gpus", default=os.environ.get("CUDA_VISIBLE_DEVICES"),
                     help="comma-separated GPU ids to deal the runs over (default: "
-                         "CUDA_VISIBLE_DEVICES; empty: leave the processes' GPUs alone)")
+                         "CUDA_VISIBLE_DEVICES, else every GPU torch sees; '' leaves the "
+                         "processes' GPUs alone)")
     ap.add_argument("--threads", type=int, default=1,
                     help="CPU threads per process (OMP_NUM_THREADS); the processes share the cores")
     a = ap.parse_args()
@@ -45,6 +46,10 @@ def main() -> int:
     runs = ["base"] + [f"{arm.name}:{s}" for s in spec.seeds for arm in spec.arms]
     logs = spec.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    if a.gpus is None:
+        import torch
+
+        a.gpus = ",".join(str(i) for i in range(torch.cuda.device_count()))
     gpus = [g for g in a.gpus.split(",") if g.strip()]
     jobs = a.jobs if a.jobs > 0 else len(runs)
     out = ["--out", str(spec.out)]
