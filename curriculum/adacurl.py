@@ -40,6 +40,10 @@ Where teachloop departs from, or fills gaps in, the paper:
   holds their measured difficulty; an item in an active bucket is trainable at once.
 - **Coarse sampling**: quotas by largest remainder; a bin with too few items gives its
   shortfall to the others in proportion to their ratios.
+- **A band that keeps too little** (teachloop/run.py ``adacurl_settings``, not this module):
+  when fewer than K measured items fall in [``fine_low``, ``fine_high``], ``teachloop run``
+  widens the band to [0, 1] (and lowers K if still short), logs it and records
+  ``band_widened`` in the run's stages.json; the paper would have nothing to train on.
 
 - **Coarse stage** (``coarse_size``): the paper rolls out 5 fresh attempts per item; here
   the bins read the probe stats, scaled to 5 when the probe made M ≠ 5 attempts
