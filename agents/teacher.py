@@ -335,13 +335,18 @@ def _parse_math(b: _Blocks) -> Proposal | ParseRejection:
     return MathProposal(**fields)
 
 
-def _parse_code_exec(b: _Blocks) -> Proposal | ParseRejection:
-    code = b.one("code")
+def _python_block(b: _Blocks, tag: str) -> str | ParseRejection:
+    """The required block ``tag``, which must parse as Python."""
+    code = b.one(tag)
     if isinstance(code, ParseRejection):
         return code
-    bad = _check_python("code", code)
-    if bad:
-        return bad
+    return _check_python(tag, code) or code
+
+
+def _parse_code_exec(b: _Blocks) -> Proposal | ParseRejection:
+    code = _python_block(b, "code")
+    if isinstance(code, ParseRejection):
+        return code
     names = _top_level_functions(code)
     if "f" not in names:
         if names:
@@ -368,12 +373,9 @@ def _parse_code_exec(b: _Blocks) -> Proposal | ParseRejection:
 
 
 def _parse_code_fuzz(b: _Blocks) -> Proposal | ParseRejection:
-    code = b.one("code")
+    code = _python_block(b, "code")
     if isinstance(code, ParseRejection):
         return code
-    bad = _check_python("code", code)
-    if bad:
-        return bad
     missing = [n for n in ("f", "pre_test_f", "test_f") if n not in _top_level_functions(code)]
     if missing:
         return ParseRejection(reason=f"<code> defines no function {', '.join(missing)}")
